@@ -1,0 +1,29 @@
+# Two commands do all the set-up: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint data clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned in the same pip call as everything else, so pip takes the CPU build it already has.
+	$(BIN)/python -m pip install --quiet torch==2.13.0 -e '.[dev]'
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/python -m probes.bundled
+
+demo: $(STAMP) data
+	$(BIN)/probe-future demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) data/bundled reports/demo

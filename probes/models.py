@@ -1,0 +1,214 @@
+"""Model loading: a hub name or a local Hugging Face folder, booted as a TransformerLens bridge.
+
+Every model the toolkit touches goes through `load_model`, so probing, training and evaluation see the
+same weights, the same tokenizer and the same hook names. Layer 0 is the embedding output
+(`blocks.0.hook_resid_pre`); layer l is the output of block l (`blocks.{l-1}.hook_resid_post`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from probes.errors import UsageError
+from probes.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "tokenizer_config.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for hooks: the HF model, its TransformerLens bridge and its tokenizer."""
+
+    name: str
+    hf_model: PreTrainedModel
+    bridge: object  # transformer_lens.model_bridge.TransformerBridge (imported lazily: heavy)
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    weights_hash: str
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.hf_model.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.hf_model.config.hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.hf_model.config.vocab_size)
+
+    @property
+    def architecture(self) -> str:
+        return type(self.hf_model).__name__
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 over parameter names and values: identifies the weights whatever file they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or os.sep in spec and not _is_hub_id(spec)
+
+
+def _is_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not Path(spec).exists()
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _check_local_folder(folder: Path) -> None:
+    if not folder.exists():
+        raise UsageError(f"model folder {folder} does not exist")
+    if not folder.is_dir():
+        raise UsageError(f"--model {folder} is a file; give a Hugging Face model folder or a hub name")
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"{folder} has no config.json: not a Hugging Face model folder")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise UsageError(f"{folder} has no model.safetensors: no weights to load")
+
+
+def _hub_source(name: str) -> str:
+    """Return `name` when the hub (or the local cache) can serve it, else raise a one-line error."""
+    try:
+        AutoConfig.from_pretrained(name, local_files_only=True)
+        return name
+    except (OSError, ValueError):
+        pass
+    if not _hub_reachable():
+        raise UsageError(
+            f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable; "
+            "download it once with hub access, or point --model at a local model folder"
+        )
+    try:
+        AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot load model {name!r} from the hub: {str(error).splitlines()[0]}") from None
+    return name
+
+
+def load_tokenizer(source: str, vocab_size: int) -> PreTrainedTokenizerBase:
+    """The model's own tokenizer when it has one; the offline GPT-2 tokenizer for a GPT-2 vocabulary."""
+    folder = Path(source)
+    has_files = folder.is_dir() and any((folder / name).is_file() for name in TOKENIZER_FILES)
+    if has_files or not folder.is_dir():
+        try:
+            return AutoTokenizer.from_pretrained(source, local_files_only=folder.is_dir() or None)
+        except (OSError, ValueError, KeyError, TypeError):
+            if has_files:
+                raise UsageError(f"cannot read the tokenizer files in {folder}") from None
+    if vocab_size == GPT2_VOCAB_SIZE:
+        return gpt2_tokenizer()
+    raise UsageError(
+        f"{source} has no tokenizer files and its vocabulary ({vocab_size}) is not GPT-2's; "
+        "save the tokenizer into the model folder"
+    )
+
+
+def _load_hf_model(source: str) -> PreTrainedModel:
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except Exception as error:  # corrupt files surface as OSError, ValueError or safetensors' own errors
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"cannot load model weights from {source}: {message}") from None
+    return model.eval()
+
+
+def boot_bridge(source: str, hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: torch.device):
+    """Wrap an HF model in a TransformerLens bridge (the same code path as the real `gpt2`)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer, device=device)
+        except (ValueError, NotImplementedError, KeyError) as error:
+            raise UsageError(
+                f"TransformerLens cannot wrap {type(hf_model).__name__}: {str(error).splitlines()[0]}"
+            ) from None
+    bridge.eval()
+    return bridge
+
+
+def load_model(spec: str, device: str = "auto") -> LoadedModel:
+    """Load `spec` (local HF folder or hub name) with its tokenizer and TransformerLens bridge."""
+    if Path(spec).expanduser().exists() or looks_like_path(spec):
+        folder = Path(spec).expanduser()
+        _check_local_folder(folder)
+        source = str(folder)
+    else:
+        source = _hub_source(spec)
+    hf_model = _load_hf_model(source)
+    tokenizer = load_tokenizer(source, int(hf_model.config.vocab_size))
+    return _wrap(spec, source, hf_model, tokenizer, resolve_device(device))
+
+
+def _wrap(
+    name: str, source: str, hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: torch.device
+) -> LoadedModel:
+    hf_model.to(device)
+    bridge = boot_bridge(source, hf_model, tokenizer, device)
+    return LoadedModel(
+        name=name,
+        hf_model=hf_model,
+        bridge=bridge,
+        tokenizer=tokenizer,
+        device=device,
+        weights_hash=weights_hash(hf_model),
+    )
+
+
+def random_init_like(model: LoadedModel, seed: int) -> LoadedModel:
+    """The same architecture with fresh random weights: the control for what any network passes through."""
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = AutoModelForCausalLM.from_config(model.hf_model.config).eval()
+    source = model.name if not Path(model.name).expanduser().is_dir() else str(Path(model.name).expanduser())
+    return _wrap(f"{model.name} (random init)", source, fresh, model.tokenizer, model.device)
