@@ -22,6 +22,8 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "probes.train"),
     ("eval", "probes.evaluate"),
     ("demo", "probes.demo"),
+    ("compare", "probes.compare_cli"),
+    ("report", "probes.compare_cli"),
 ]
 DEFAULT_SUBCOMMAND = "probe"
 

@@ -26,6 +26,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        # mkstemp creates owner-only files; results are meant to be shared like any other output.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

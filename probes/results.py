@@ -30,6 +30,8 @@ RESULT_COLUMNS = [
     "n_test",
     "seed",
 ]
+# Per-document sums and counts behind every probe row, so two runs can be compared with a paired bootstrap.
+PER_DOC_FILE = "per_doc.parquet"
 INTEGER_COLUMNS = ("layer", "tau", "n_train", "n_test", "seed", "position", "lookback")
 
 

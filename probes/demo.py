@@ -1,0 +1,390 @@
+"""`probe-future demo`: the whole study on the embedded offline default, end to end, resumable.
+
+    probe-future demo                  # the full demo (about 10 minutes on 2 CPU cores)
+    probe-future demo --scale toy      # the same pipeline at toy size (about a minute; what the tests run)
+
+Steps (each writes its own folder under --out and is skipped when a previous run already finished it):
+
+1. `synthetic/`: the synthetic pre-caching task, a vanilla and a myopic model and their ridge probes
+   (`probes.synthetic.run_synthetic_compare`, the `cpu` preset);
+2. `models/{vanilla,myopic,bigram}/`: three small GPT-2-architecture models trained on the bundled corpus with
+   a byte-level BPE fitted on the training documents (`probe-future train`);
+3. `{vanilla,myopic,bigram}/eval/`: held-out loss by position (`probe-future eval`);
+4. `{vanilla,myopic}/probe/`: future-token probes at tau = 1..5 (`probe-future probe`), with a random-init control;
+5. `comparison.csv` and `report.html`: the myopia gap, the pre-caching share and the probe deltas with
+   bootstrap intervals (`analysis/compare.py`), and the HTML report, synthetic task included.
+
+Independent steps run side by side in single-thread worker processes (on few cores that is faster than one
+process with several threads). An interrupted demo continues where it stopped when rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from probes.errors import UsageError
+
+DEFAULT_OUT = Path("reports") / "demo"
+NL_MODES = ("vanilla", "myopic", "bigram")
+PROBED_MODES = ("vanilla", "myopic")
+REPORT_MARK = ".report-done"
+SYNTHETIC_MARK = ".demo-done"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one demo scale; everything else is fixed by the pipeline."""
+
+    name: str
+    model: dict[str, Any]  # GPT-2 config fields (written to models/config.json for `train --config`)
+    tokenizer: str
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    train_tokens: int | None  # cap on the training tokens (None: every training document)
+    eval_tokens: int | None  # token budget of the windows the evaluation draws its held-out part from
+    probe_tokens: int  # token budget of the probe job (train and test documents together)
+    n_boot: int
+    control: bool  # also probe a random-init copy of the vanilla model
+    synthetic: dict[str, Any] = field(default_factory=dict)  # knobs for run_synthetic_compare (preset cpu)
+    data: str = "bundled"
+
+
+GPT2_SMALL_CPU = {"model_type": "gpt2", "n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 64}
+NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+
+SCALES: dict[str, Scale] = {
+    "full": Scale(
+        name="full",
+        model=GPT2_SMALL_CPU | NO_DROPOUT,
+        tokenizer="bpe:2048",
+        steps=800,
+        batch_size=32,
+        lr=3e-3,
+        warmup=50,
+        train_tokens=None,
+        eval_tokens=None,
+        probe_tokens=200_000,
+        n_boot=1000,
+        control=True,
+    ),
+    "toy": Scale(
+        name="toy",
+        model={"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64} | NO_DROPOUT,
+        tokenizer="bpe:300",
+        steps=8,
+        batch_size=8,
+        lr=3e-3,
+        warmup=2,
+        train_tokens=20_000,
+        eval_tokens=20_000,
+        probe_tokens=8_000,
+        n_boot=200,
+        control=True,
+        synthetic={"steps": 6, "batch_size": 8, "d_model": 16, "eval_sequences": 64, "workers": 1},
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every step of the demo writes."""
+
+    out: Path
+
+    @property
+    def synthetic(self) -> Path:
+        return self.out / "synthetic"
+
+    @property
+    def model_config(self) -> Path:
+        return self.out / "models" / "config.json"
+
+    def model(self, mode: str) -> Path:
+        return self.out / "models" / mode
+
+    def eval(self, mode: str) -> Path:
+        return self.out / mode / "eval"
+
+    def probe(self, mode: str) -> Path:
+        return self.out / mode / "probe"
+
+    def subject(self, mode: str) -> Path:
+        return self.out / mode
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+
+def _finished(folder: Path, *names: str) -> bool:
+    return all((folder / name).is_file() for name in names)
+
+
+# ---------------------------------------------------------------------------------------------- steps
+# Each step is a top-level function of picklable arguments: it runs in a worker process. It returns the
+# seconds it spent (0 when it found its work already done).
+
+
+def _quiet_worker(threads: int) -> None:
+    """Worker start-up: a thread budget, and no per-step progress bars (the demo prints its own lines)."""
+    os.environ["TQDM_DISABLE"] = "1"  # before tqdm is imported: the stages' own bars would interleave
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def step_synthetic(layout: Layout, scale: Scale, seed: int) -> float:
+    if (layout.synthetic / SYNTHETIC_MARK).is_file():
+        return 0.0
+    from probes.synthetic import run_synthetic_compare
+
+    started = time.perf_counter()
+    knobs = {"workers": 1} | scale.synthetic  # this worker is one of the demo's parallel slots
+    run_synthetic_compare(layout.synthetic, preset="cpu", seed=seed, progress=False, **knobs)
+    (layout.synthetic / SYNTHETIC_MARK).write_text("finished\n", encoding="utf-8")
+    return time.perf_counter() - started
+
+
+def step_train(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
+    if _finished(layout.model(mode), "training.json"):
+        return 0.0
+    from probes.train import TrainConfig, train
+
+    started = time.perf_counter()
+    config = TrainConfig(
+        out=str(layout.model(mode)),
+        mode=mode,
+        config=str(layout.model_config),
+        tokenizer=scale.tokenizer,
+        data=scale.data,
+        max_tokens=scale.train_tokens,
+        steps=scale.steps,
+        batch_size=scale.batch_size,
+        lr=scale.lr,
+        warmup=scale.warmup,
+        eval_every=0,
+        save_every=max(1, scale.steps // 4),
+        log_every=10,
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
+    train(config)
+    return time.perf_counter() - started
+
+
+def step_eval(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
+    if _finished(layout.eval(mode), "results.parquet", "per_window.parquet", "provenance.json"):
+        return 0.0
+    from probes.evaluate import EvalConfig, evaluate
+
+    started = time.perf_counter()
+    config = EvalConfig(
+        model=str(layout.model(mode)),
+        out=str(layout.eval(mode)),
+        max_tokens=scale.eval_tokens,
+        batch_size=32,
+        n_boot=scale.n_boot,
+        device="cpu",
+        progress=False,
+    )
+    evaluate(config)
+    return time.perf_counter() - started
+
+
+def step_probe(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
+    if _finished(layout.probe(mode), "results.parquet", "provenance.json"):
+        return 0.0
+    from probes.run import ProbeRunConfig, run_probes
+
+    started = time.perf_counter()
+    config = ProbeRunConfig(
+        model=str(layout.model(mode)),
+        out=str(layout.probe(mode)),
+        data=scale.data,
+        taus="1..5",
+        control="random" if scale.control and mode == "vanilla" else None,
+        max_tokens=scale.probe_tokens,
+        n_boot=scale.n_boot,
+        seed=seed,
+        device="cpu",
+        batch_size=32,
+        progress=False,
+    )
+    run_probes(config)
+    return time.perf_counter() - started
+
+
+def step_report(layout: Layout, scale: Scale, seed: int) -> float:
+    """The comparison (comparison.csv, provenance.json) and the report, with the synthetic task beside it."""
+    if (layout.out / REPORT_MARK).is_file() and layout.report.is_file():
+        return 0.0
+    from probes.compare_cli import _analysis
+
+    compare, report = _analysis("compare"), _analysis("report")
+    started = time.perf_counter()
+    comparison = compare.run_compare(
+        str(layout.subject("vanilla")),
+        str(layout.subject("myopic")),
+        str(layout.subject("bigram")),
+        layout.out,
+        n_boot=scale.n_boot,
+        seed=seed,
+    )
+    synthetic = report.group_subjects(compare.find_runs(layout.synthetic)) if layout.synthetic.is_dir() else []
+    report.write_report(layout.out, subjects=[*comparison.subjects.values(), *synthetic], comparison=comparison)
+    (layout.out / REPORT_MARK).write_text("finished\n", encoding="utf-8")
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------------- scheduling
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    function: Callable[..., float]
+    args: tuple[Any, ...] = ()
+    after: tuple[str, ...] = ()
+
+
+def plan(include_synthetic: bool = True) -> list[Step]:
+    """Every step, longest first, with what it waits for."""
+    steps = [Step("synthetic", step_synthetic)] if include_synthetic else []
+    steps += [Step(f"train {mode}", step_train, (mode,)) for mode in ("myopic", "vanilla", "bigram")]
+    steps += [Step(f"probe {mode}", step_probe, (mode,), (f"train {mode}",)) for mode in PROBED_MODES]
+    steps += [Step(f"eval {mode}", step_eval, (mode,), (f"train {mode}",)) for mode in NL_MODES]
+    done_before_report = tuple(step.name for step in steps)
+    return [*steps, Step("report", step_report, (), done_before_report)]
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_steps(steps: list[Step], layout: Layout, scale: Scale, seed: int, workers: int) -> dict[str, float]:
+    """Run `steps` respecting `after`, up to `workers` at a time; returns each step's seconds."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    pending = list(steps)
+    running: dict[Future[float], Step] = {}
+    context = get_context("spawn")  # a clean interpreter per worker: no forked torch thread pools
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker, initargs=(threads,)) as pool:
+        while pending or running:
+            ready = [s for s in pending if all(name in seconds for name in s.after)]
+            for step in ready[: workers - len(running)]:  # submitted only when a worker is free
+                pending.remove(step)
+                _say(started, f"start {step.name}")
+                running[pool.submit(step.function, layout, scale, seed, *step.args)] = step
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                step = running.pop(future)
+                seconds[step.name] = future.result()  # a failed step raises here, stopping the demo
+                verb = "skipped (already done)" if seconds[step.name] == 0 else f"done in {seconds[step.name]:.0f} s"
+                _say(started, f"{step.name}: {verb}")
+    return seconds
+
+
+def _say(started: float, text: str) -> None:
+    print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- the demo
+
+
+def prepare(layout: Layout, scale: Scale, seed: int) -> None:
+    """Create --out, refuse a folder written at another scale or seed, write the model config."""
+    settings = {"scale": asdict(scale), "seed": seed}
+    record = layout.out / "demo.json"
+    if record.is_file():
+        if json.loads(record.read_text(encoding="utf-8")) != settings:
+            raise UsageError(f"{layout.out} holds a demo of another scale or seed; use another --out")
+    elif layout.out.exists() and any(layout.out.iterdir()):
+        raise UsageError(f"{layout.out} is not empty and holds no demo; use another --out")
+    try:
+        layout.model_config.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {layout.out}: {error.strerror}") from None
+    layout.model_config.write_text(json.dumps(scale.model, indent=1) + "\n", encoding="utf-8")
+    record.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+
+
+def run_demo(
+    out: Path, scale: str = "full", seed: int = 0, workers: int | None = None, synthetic: bool = True
+) -> Path:
+    """Run (or continue) the demo into `out`; returns the report's path."""
+    if scale not in SCALES:
+        raise UsageError(f"unknown --scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be at least 1")
+    chosen, layout = SCALES[scale], Layout(Path(out).expanduser())
+    _check_corpus(chosen.data)
+    prepare(layout, chosen, seed)
+    started = time.perf_counter()
+    seconds = run_steps(plan(synthetic), layout, chosen, seed, workers or default_workers())
+    timings = {"wall_seconds": round(time.perf_counter() - started, 1), "steps": seconds}
+    (layout.out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n", encoding="utf-8")
+    return layout.report
+
+
+def _check_corpus(data: str) -> None:
+    if data != "bundled":
+        return
+    from probes.bundled import ensure_bundled
+
+    ensure_bundled()
+
+
+def headline(out: Path) -> str:
+    """The verdict line of the comparison, as the report states it."""
+    provenance = Path(out) / "provenance.json"
+    if not provenance.is_file():
+        return ""
+    verdict = json.loads(provenance.read_text(encoding="utf-8")).get("verdict", {})
+    return f"verdict: {verdict.get('label', '?')}: {verdict.get('reason', '')}"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run the whole study on the embedded offline default")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where the demo writes (default reports/demo)")
+    parser.add_argument("--scale", default="full", choices=tuple(SCALES), help="full (default) or toy (a minute)")
+    parser.add_argument("--fast", action="store_true", help="same as --scale toy")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the models, the split and the bootstraps")
+    parser.add_argument("--workers", type=int, default=None, help="steps run side by side (default: CPU cores, ≤ 4)")
+    parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic task")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    scale = "toy" if args.fast else args.scale
+    report = run_demo(Path(args.out), scale, args.seed, args.workers, synthetic=not args.no_synthetic)
+    line = headline(report.parent)
+    if line:
+        print(line)
+    print(f"report: {report.resolve()}")
+    return 0

@@ -1,0 +1,332 @@
+"""`probe-future eval`: held-out next-token cross-entropy of a model, overall and by token position.
+
+    probe-future eval --model runs/gpt2-myopic --out reports/eval-myopic
+
+Position p is the loss of predicting token p+1 from tokens 0..p, so a window of T tokens gives positions
+0..T-2. Only windows of the held-out documents are scored (the document split that training and the probe job
+use for the same --data and --seed); for a checkpoint trained here, --data, --seq-len and --seed default to the
+values in its training.json. Intervals are 95% bootstrap intervals over windows.
+
+Writes `results.csv`/`results.parquet` (the shared schema: metric ce_nats, probe "model", target "token",
+tau 1, a `position` column that is empty for the overall row), `per_window.parquet` (each window's mean and
+per-position losses with its window index, document and start, for paired comparisons between models scored on
+the same windows) and `provenance.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from probes.config import DEFAULT_MAX_TOKENS, DEFAULT_SEQ_LEN
+from probes.corpus import TokenWindows, load_documents, make_windows, split_by_document
+from probes.errors import UsageError
+from probes.io import atomic_write, atomic_write_json, read_json
+
+FORWARD_MODES = ("auto", "vanilla", "bigram")
+DEFAULT_TEST_FRACTION = 0.2
+
+
+def forward_context(model: nn.Module, mode: str) -> AbstractContextManager[Any]:
+    """The forward of a checkpoint's training mode: bigram models cannot read the past; every other mode's
+    forward is the vanilla one (myopic training changes gradients only)."""
+    if mode == "bigram":
+        from probes.myopic import bigram
+
+        return bigram(model)
+    return nullcontext()
+
+
+def next_token_losses(logits: Tensor, tokens: Tensor) -> Tensor:
+    """(B, T-1) cross-entropy in nats of predicting tokens[:, p+1] from the logits at position p."""
+    batch, seq_len, vocab = logits.shape
+    # Shift the targets rather than slice the logits: slicing copies the (B, T, V) logits, forward and backward.
+    targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
+    losses = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1), reduction="none")
+    return losses.view(batch, seq_len)[:, :-1]
+
+
+@torch.no_grad()
+def window_losses(
+    model: nn.Module, tokens: Tensor, batch_size: int, device: torch.device, progress: bool = False
+) -> np.ndarray:
+    """(n_windows, T-1) float64 next-token losses of `model` (its current forward) on `tokens`."""
+    rows = []
+    for lo in tqdm(range(0, len(tokens), batch_size), desc="eval", unit="batch", disable=not progress):
+        batch = tokens[lo : lo + batch_size].to(device)
+        logits = model(input_ids=batch).logits
+        rows.append(next_token_losses(logits, batch).double().cpu())
+    return torch.cat(rows).numpy() if rows else np.zeros((0, tokens.shape[1] - 1))
+
+
+@dataclass
+class PlainModel:
+    """A Hugging Face causal LM and its tokenizer, without a TransformerLens bridge (booting the bridge rewires
+    the model's modules, and training and scoring need the stock attention layers)."""
+
+    name: str
+    hf_model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    weights_hash: str
+
+
+def load_plain_model(spec: str, device: str = "auto") -> PlainModel:
+    """Like `probes.models.load_model` (same sources, same one-line errors), minus the bridge."""
+    from probes import models
+
+    if Path(spec).expanduser().exists() or models.looks_like_path(spec):
+        folder = Path(spec).expanduser()
+        models._check_local_folder(folder)
+        source = str(folder)
+    else:
+        source = models._hub_source(spec)
+    hf_model = models._load_hf_model(source)
+    tokenizer = models.load_tokenizer(source, int(hf_model.config.vocab_size))
+    target = models.resolve_device(device)
+    return PlainModel(spec, hf_model.to(target), tokenizer, target, models.weights_hash(hf_model))
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class EvalConfig:
+    model: str
+    out: str
+    data: str | None = None  # None: the checkpoint's training data, else "bundled"
+    seq_len: int | None = None
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
+    seed: int | None = None
+    mode: str = "auto"
+    batch_size: int = 8
+    n_boot: int = 1000
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    data: str
+    seq_len: int
+    max_tokens: int | None
+    seed: int
+    test_fraction: float
+    forward: str  # vanilla | bigram
+    kind: str  # the checkpoint's training mode, or "pretrained"
+    n_train: int | None
+
+
+def training_record(model_spec: str) -> dict[str, Any] | None:
+    path = Path(model_spec).expanduser() / "training.json"
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        raise UsageError(f"{path} is not valid JSON") from None
+    return record if isinstance(record, dict) else None
+
+
+def resolve_eval(config: EvalConfig) -> EvalSettings:
+    if config.mode not in FORWARD_MODES:
+        raise UsageError(f"unknown --mode {config.mode!r}; choose one of {', '.join(FORWARD_MODES)}")
+    if config.batch_size < 1:
+        raise UsageError("--batch-size must be positive")
+    if config.n_boot < 200:
+        raise UsageError("--n-boot must be at least 200")
+    if config.max_tokens is not None and config.max_tokens <= 0:
+        raise UsageError("--max-tokens must be positive")
+    record = training_record(config.model) or {}
+    data_info = record.get("data_info", {})
+    kind = str(record.get("mode", "pretrained"))
+    forward = config.mode if config.mode != "auto" else ("bigram" if kind == "bigram" else "vanilla")
+    seq_len = config.seq_len if config.seq_len is not None else int(data_info.get("seq_len", DEFAULT_SEQ_LEN))
+    if seq_len < 2:
+        raise UsageError("--seq-len must be at least 2")
+    return EvalSettings(
+        data=config.data if config.data is not None else str(data_info.get("spec", "bundled")),
+        seq_len=seq_len,
+        max_tokens=config.max_tokens,
+        seed=config.seed if config.seed is not None else int(data_info.get("seed", 0)),
+        test_fraction=float(data_info.get("test_fraction", DEFAULT_TEST_FRACTION)),
+        forward=forward,
+        kind=kind,
+        n_train=data_info.get("n_train_windows"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def position_rows(losses: np.ndarray, model: str, settings: EvalSettings, n_boot: int) -> list[dict[str, Any]]:
+    """The overall row and one row per position, each with a bootstrap interval over windows."""
+    from probes.metrics import bootstrap_mean_ci
+
+    values = np.concatenate([losses.mean(axis=1, keepdims=True), losses], axis=1)
+    point, low, high = bootstrap_mean_ci(values, np.arange(len(losses)), n_boot=n_boot, seed=settings.seed)
+    base = {
+        "model": model,
+        "kind": settings.kind,
+        "layer": None,
+        "tau": 1,
+        "target": "token",
+        "probe": "model",
+        "metric": "ce_nats",
+        "n_train": settings.n_train,
+        "n_test": len(losses),
+        "seed": settings.seed,
+        "forward": settings.forward,
+    }
+    rows = []
+    for column in range(values.shape[1]):
+        position = None if column == 0 else column - 1
+        interval = {"value": point[column], "ci_low": low[column], "ci_high": high[column]}
+        rows.append(base | interval | {"position": position})
+    return rows
+
+
+def per_window_frame(losses: np.ndarray, windows: TokenWindows, index: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "window": index.astype(np.int64),
+            "doc_index": windows.doc_index[index],
+            "doc_name": [windows.doc_names[i] for i in windows.doc_index[index]],
+            "start": windows.start[index],
+            "ce_mean": losses.mean(axis=1),
+        }
+    )
+    by_position = pd.DataFrame(losses, columns=[f"ce_p{p}" for p in range(losses.shape[1])])
+    return pd.concat([frame, by_position], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+
+def evaluate(config: EvalConfig) -> pd.DataFrame:
+    """Score the model on the held-out windows; write and return the results table."""
+    from probes.results import tidy, write_results
+
+    started = time.perf_counter()
+    settings = resolve_eval(config)
+    loaded = load_plain_model(config.model, config.device)
+    model = loaded.hf_model.eval()
+    positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < settings.seq_len:
+        raise UsageError(f"{config.model} has {positions} positions, fewer than --seq-len {settings.seq_len}")
+    windows = make_windows(
+        load_documents(settings.data),
+        loaded.tokenizer,
+        settings.seq_len,
+        max_tokens=settings.max_tokens,
+        seed=settings.seed,
+    )
+    _, test = split_by_document(windows, settings.test_fraction, settings.seed)
+    if len(test) == 0:
+        raise UsageError("no held-out windows to score: use more text")
+    tokens = torch.from_numpy(windows.tokens[test])
+    with forward_context(model, settings.forward):
+        losses = window_losses(model, tokens, config.batch_size, loaded.device, progress=config.progress)
+    results = tidy(position_rows(losses, config.model, settings, config.n_boot))
+
+    out = Path(config.out).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {out}: {error.strerror}") from None
+    write_results(results, out)
+    per_window = per_window_frame(losses, windows, test)
+    atomic_write(out / "per_window.parquet", lambda tmp: per_window.to_parquet(tmp, index=False))
+    _write_provenance(out, config, settings, loaded, windows, test, time.perf_counter() - started)
+    return results
+
+
+def _write_provenance(
+    out: Path,
+    config: EvalConfig,
+    settings: EvalSettings,
+    loaded: PlainModel,
+    windows: TokenWindows,
+    test: np.ndarray,
+    seconds: float,
+) -> None:
+    from probes.provenance import provenance
+
+    atomic_write_json(
+        out / "provenance.json",
+        provenance(
+            stage="eval",
+            args=asdict(config) | {"resolved": asdict(settings)},
+            model={
+                "name": loaded.name,
+                "architecture": type(loaded.hf_model).__name__,
+                "weights_hash": loaded.weights_hash,
+            },
+            data={
+                "spec": settings.data,
+                "data_hash": windows.fingerprint(),
+                "n_windows": len(windows),
+                "n_test_windows": int(len(test)),
+                "n_test_docs": int(len(np.unique(windows.doc_index[test]))),
+            },
+            device=loaded.device.type,
+            timings={"total_seconds": round(seconds, 3)},
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from probes.config import add_data_args, add_model_args
+
+    parser = subparsers.add_parser("eval", help="held-out cross-entropy of a model, overall and by position")
+    add_model_args(parser)
+    add_data_args(parser)
+    parser.set_defaults(data=None, seq_len=None, seed=None)
+    for flag in ("--data", "--seq-len", "--seed"):
+        action = parser._option_string_actions[flag]
+        action.help = f"{action.help} (default for a trained checkpoint: its training value)"
+    parser.add_argument(
+        "--mode", default="auto", help="forward: auto (bigram for a bigram checkpoint, else vanilla) | vanilla | bigram"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over windows")
+    parser.add_argument("--out", required=True, help="folder for results.csv/.parquet, per_window.parquet")
+    parser.set_defaults(func=run_eval_command)
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    config = EvalConfig(
+        model=args.model,
+        out=args.out,
+        data=args.data,
+        seq_len=args.seq_len,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        n_boot=args.n_boot,
+        device=args.device,
+    )
+    results = evaluate(config)
+    overall = results[results["position"].isna()].iloc[0]
+    print(
+        f"held-out cross-entropy: {overall['value']:.4f} nats "
+        f"[{overall['ci_low']:.4f}, {overall['ci_high']:.4f}] over {overall['n_test']} windows "
+        f"({overall['forward']} forward); results: {Path(args.out) / 'results.csv'}"
+    )
+    return 0
