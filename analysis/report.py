@@ -218,8 +218,12 @@ def synthetic_figure(subjects: Sequence[Subject]) -> str | None:
     if not frames:
         return None
     rows = pd.concat(frames, ignore_index=True)
-    rows = rows[(rows["metric"] == "r2")].dropna(subset=["layer"])
-    if rows.empty or "lookback" not in rows:
+    if "lookback" not in rows:
+        return None
+    rows = rows[(rows["metric"] == "r2")].dropna(subset=["layer", "lookback"])
+    if "target" in rows:
+        rows = rows[rows["target"].astype(str) == "sin"]
+    if rows.empty:
         return None
     groups = list(rows.groupby(["kind", "model"], sort=False))
     figure, axes = _figure(4.6 * len(groups), 3.4, ncols=len(groups))
@@ -229,7 +233,7 @@ def synthetic_figure(subjects: Sequence[Subject]) -> str | None:
             ax.plot(by_layer["lookback"], by_layer["value"], marker=".", label=f"layer {int(layer)}")
             ax.fill_between(by_layer["lookback"], by_layer["ci_low"], by_layer["ci_high"], alpha=0.2)
         ax.set_title(_plain(f"{kind}: {_short_name(str(model))}"), fontsize=9)
-        ax.set_xlabel("look-back i (target: sin(10·x[n−i]))")
+        ax.set_xlabel("look-back i (target: sin(f·x[n−i]))")
         ax.set_ylabel("probe R²")
         ax.set_ylim(min(-0.05, float(group["value"].min())), 1.05)
         ax.legend(fontsize=7)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,8 @@ def main() -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         wall = time.perf_counter() - started
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_seconds = cpu.ru_utime + cpu.ru_stime
         provenance = json.loads((out / "provenance.json").read_text())
         n_rows = sum(1 for _ in open(out / "results.csv")) - 1
     lines = [
@@ -44,6 +47,7 @@ def main() -> None:
         "model: GPT-2-small config, random weights; data: bundled, 20k tokens (defaults); layers 0..12; tau 1..5;",
         "targets token+model; probes softmax+lstsq; baselines unigram+skip_bigram; 1,000 bootstrap resamples",
         f"wall clock end to end: {wall:.0f} s ({wall / 60:.1f} min)  (goal <= 20 min)",
+        f"CPU time of the run: {cpu_seconds:.0f} s (on an otherwise idle 2-core machine wall ~ CPU / 2)",
         f"stage timings: {json.dumps(provenance['timings'])}",
         f"results rows: {n_rows}; test documents: {provenance['data']['n_test_docs']}",
         "console table:",

@@ -21,6 +21,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("extract", "probes.activations"),
     ("train", "probes.train"),
     ("eval", "probes.evaluate"),
+    ("synthetic", "probes.synthetic"),
     ("demo", "probes.demo"),
     ("compare", "probes.compare_cli"),
     ("report", "probes.compare_cli"),

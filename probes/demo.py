@@ -239,9 +239,16 @@ def step_probe(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
     return time.perf_counter() - started
 
 
+def _inputs_stamp(layout: Layout) -> str:
+    """What the report was made from: every input results file with its modification time."""
+    files = sorted(layout.out.glob("*/*/results.parquet")) + sorted(layout.synthetic.glob("results.parquet"))
+    return json.dumps([[str(path.relative_to(layout.out)), path.stat().st_mtime_ns] for path in files])
+
+
 def step_report(layout: Layout, scale: Scale, seed: int) -> float:
     """The comparison (comparison.csv, provenance.json) and the report, with the synthetic task beside it."""
-    if (layout.out / REPORT_MARK).is_file() and layout.report.is_file():
+    mark, stamp = layout.out / REPORT_MARK, _inputs_stamp(layout)
+    if mark.is_file() and layout.report.is_file() and mark.read_text(encoding="utf-8") == stamp:
         return 0.0
     from probes.compare_cli import _analysis
 
@@ -255,9 +262,10 @@ def step_report(layout: Layout, scale: Scale, seed: int) -> float:
         n_boot=scale.n_boot,
         seed=seed,
     )
-    synthetic = report.group_subjects(compare.find_runs(layout.synthetic)) if layout.synthetic.is_dir() else []
+    finished = (layout.synthetic / SYNTHETIC_MARK).is_file()
+    synthetic = report.group_subjects(compare.find_runs(layout.synthetic)) if finished else []
     report.write_report(layout.out, subjects=[*comparison.subjects.values(), *synthetic], comparison=comparison)
-    (layout.out / REPORT_MARK).write_text("finished\n", encoding="utf-8")
+    mark.write_text(stamp, encoding="utf-8")
     return time.perf_counter() - started
 
 
@@ -304,7 +312,11 @@ def run_steps(steps: list[Step], layout: Layout, scale: Scale, seed: int, worker
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 step = running.pop(future)
-                seconds[step.name] = future.result()  # a failed step raises here, stopping the demo
+                if future.exception() is not None:
+                    if running:
+                        _say(started, f"{step.name} failed; letting the running steps finish (their work is kept)")
+                    raise future.exception()  # type: ignore[misc]
+                seconds[step.name] = future.result()
                 verb = "skipped (already done)" if seconds[step.name] == 0 else f"done in {seconds[step.name]:.0f} s"
                 _say(started, f"{step.name}: {verb}")
     return seconds
@@ -335,21 +347,29 @@ def prepare(layout: Layout, scale: Scale, seed: int) -> None:
 
 
 def run_demo(
-    out: Path, scale: str = "full", seed: int = 0, workers: int | None = None, synthetic: bool = True
+    out: str | Path, scale: str | Scale = "full", seed: int = 0, workers: int | None = None, synthetic: bool = True
 ) -> Path:
-    """Run (or continue) the demo into `out`; returns the report's path."""
-    if scale not in SCALES:
+    """Run (or continue) the demo into `out`; returns the report's path. `scale`: a name of SCALES, or a Scale."""
+    if isinstance(scale, str) and scale not in SCALES:
         raise UsageError(f"unknown --scale {scale!r}; choose one of {', '.join(SCALES)}")
     if workers is not None and workers < 1:
         raise UsageError("--workers must be at least 1")
-    chosen, layout = SCALES[scale], Layout(Path(out).expanduser())
+    chosen = SCALES[scale] if isinstance(scale, str) else scale
+    layout = Layout(Path(out).expanduser())
     _check_corpus(chosen.data)
     prepare(layout, chosen, seed)
     started = time.perf_counter()
     seconds = run_steps(plan(synthetic), layout, chosen, seed, workers or default_workers())
-    timings = {"wall_seconds": round(time.perf_counter() - started, 1), "steps": seconds}
-    (layout.out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n", encoding="utf-8")
+    write_timings(layout.out / "timings.json", time.perf_counter() - started, seconds)
     return layout.report
+
+
+def write_timings(path: Path, wall: float, seconds: dict[str, float]) -> None:
+    """This run's wall-clock and step seconds (0 = skipped), and each step's seconds from the run that did it."""
+    previous = json.loads(path.read_text(encoding="utf-8")).get("when_run", {}) if path.is_file() else {}
+    when_run = previous | {name: round(value, 1) for name, value in seconds.items() if value > 0}
+    timings = {"wall_seconds": round(wall, 1), "steps": seconds, "when_run": when_run}
+    path.write_text(json.dumps(timings, indent=1) + "\n", encoding="utf-8")
 
 
 def _check_corpus(data: str) -> None:

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from probes.config import DEFAULT_MAX_TOKENS, DEFAULT_SEQ_LEN
 from probes.corpus import TokenWindows, load_documents, make_windows, split_by_document
 from probes.errors import UsageError
 from probes.io import atomic_write, atomic_write_json, read_json
+from probes.models import PlainModel, load_plain_model
 
 FORWARD_MODES = ("auto", "vanilla", "bigram")
 DEFAULT_TEST_FRACTION = 0.2
@@ -69,34 +69,6 @@ def window_losses(
         logits = model(input_ids=batch).logits
         rows.append(next_token_losses(logits, batch).double().cpu())
     return torch.cat(rows).numpy() if rows else np.zeros((0, tokens.shape[1] - 1))
-
-
-@dataclass
-class PlainModel:
-    """A Hugging Face causal LM and its tokenizer, without a TransformerLens bridge (booting the bridge rewires
-    the model's modules, and training and scoring need the stock attention layers)."""
-
-    name: str
-    hf_model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    device: torch.device
-    weights_hash: str
-
-
-def load_plain_model(spec: str, device: str = "auto") -> PlainModel:
-    """Like `probes.models.load_model` (same sources, same one-line errors), minus the bridge."""
-    from probes import models
-
-    if Path(spec).expanduser().exists() or models.looks_like_path(spec):
-        folder = Path(spec).expanduser()
-        models._check_local_folder(folder)
-        source = str(folder)
-    else:
-        source = models._hub_source(spec)
-    hf_model = models._load_hf_model(source)
-    tokenizer = models.load_tokenizer(source, int(hf_model.config.vocab_size))
-    target = models.resolve_device(device)
-    return PlainModel(spec, hf_model.to(target), tokenizer, target, models.weights_hash(hf_model))
 
 
 # ---------------------------------------------------------------------------------------------- settings

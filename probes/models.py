@@ -176,17 +176,48 @@ def boot_bridge(source: str, hf_model: PreTrainedModel, tokenizer: PreTrainedTok
     return bridge
 
 
-def load_model(spec: str, device: str = "auto") -> LoadedModel:
-    """Load `spec` (local HF folder or hub name) with its tokenizer and TransformerLens bridge."""
-    if Path(spec).expanduser().exists() or looks_like_path(spec):
-        folder = Path(spec).expanduser()
+@dataclass
+class PlainModel:
+    """A Hugging Face causal LM and its tokenizer without a TransformerLens bridge: booting the bridge rewires
+    the model's modules, and training and scoring need the stock attention layers."""
+
+    name: str
+    source: str
+    hf_model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    weights_hash: str
+
+
+def load_plain_model(spec: str, device: str = "auto") -> PlainModel:
+    """Load `spec` (local HF folder, hub name or the offline `smollm2-135m` alias) with its tokenizer."""
+    from probes import smollm2  # the offline `smollm2-135m` alias stands for a cached local folder
+
+    resolved = smollm2.resolve(spec)
+    if Path(resolved).expanduser().exists() or looks_like_path(resolved):
+        folder = Path(resolved).expanduser()
         _check_local_folder(folder)
         source = str(folder)
     else:
-        source = _hub_source(spec)
+        source = _hub_source(resolved)
     hf_model = _load_hf_model(source)
     tokenizer = load_tokenizer(source, int(hf_model.config.vocab_size))
-    return _wrap(spec, source, hf_model, tokenizer, resolve_device(device))
+    target = resolve_device(device)
+    return PlainModel(spec, source, hf_model.to(target), tokenizer, target, weights_hash(hf_model))
+
+
+def load_model(spec: str, device: str = "auto") -> LoadedModel:
+    """Load `spec` like `load_plain_model`, and wrap it in a TransformerLens bridge for hooks."""
+    plain = load_plain_model(spec, device)
+    bridge = boot_bridge(plain.source, plain.hf_model, plain.tokenizer, plain.device)
+    return LoadedModel(
+        name=plain.name,
+        hf_model=plain.hf_model,
+        bridge=bridge,
+        tokenizer=plain.tokenizer,
+        device=plain.device,
+        weights_hash=plain.weights_hash,
+    )
 
 
 def _wrap(

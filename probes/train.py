@@ -44,9 +44,9 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from probes.corpus import Document, TokenWindows, load_documents, make_windows, split_by_document
 from probes.errors import UsageError
-from probes.evaluate import load_plain_model, next_token_losses, window_losses
+from probes.evaluate import next_token_losses, window_losses
 from probes.io import atomic_write_json, atomic_write_text, read_json
-from probes.models import resolve_device, weights_hash
+from probes.models import load_plain_model, resolve_device, weights_hash
 from probes.myopic import MODES, gradient_mode
 from probes.presets import (
     CONFIG_HYPER,

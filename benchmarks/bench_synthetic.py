@@ -1,0 +1,117 @@
+"""The synthetic pre-caching task on the `cpu` preset: does the instrument see pre-caching where it must exist?
+
+For each seed, trains vanilla and myopic (side by side, one thread each) with `run_synthetic_compare` and reports:
+test Huber loss against the predict-0 baseline (goals: vanilla ≤ 0.10×, myopic ≥ 0.85×), the final-layer ridge R²
+for y (goals: vanilla ≥ 0.9, myopic ≤ 0.2), and the R² for sin(f·x[n−i]) by layer and look-back for vanilla,
+myopic and the untrained control side by side. Optional controls: shift 0 (myopic must then learn: ≤ 0.25× its
+baseline) and p = 0.1 (losses divided by p, as in the paper).
+
+    python benchmarks/bench_synthetic.py [--seeds 0] [--controls] [--work DIR] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from probes.synthetic import PRESETS, run_synthetic_compare
+
+GOALS = "vanilla ≤ 0.10× baseline, myopic ≥ 0.85× baseline; final-layer R²(y): vanilla ≥ 0.9, myopic ≤ 0.2"
+LOOKBACKS = (0, 1, 2, 5, 9, 10, 11, 15, 20)
+
+
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def loss_of(frame: pd.DataFrame, kind: str, metric: str = "huber") -> float:
+    rows = frame[(frame["kind"] == kind) & (frame["metric"] == metric) & (frame["probe"].isin(["model", "predict-0"]))]
+    return float(rows["value"].iloc[0])
+
+
+def final_r2(frame: pd.DataFrame, kind: str, target: str = "y") -> tuple[float, float, float]:
+    rows = frame[(frame["kind"] == kind) & (frame["target"] == target) & (frame["metric"] == "r2")]
+    last = rows.sort_values("layer").iloc[-1]
+    return float(last["value"]), float(last["ci_low"]), float(last["ci_high"])
+
+
+def lookback_table(frame: pd.DataFrame) -> str:
+    rows = frame[(frame["target"] == "sin") & (frame["metric"] == "r2") & frame["lookback"].isin(LOOKBACKS)]
+    table = rows.pivot_table(index=["kind", "layer"], columns="lookback", values="value").round(3)
+    order = [k for k in ("vanilla", "myopic", "random-init") if k in table.index.get_level_values(0)]
+    return table.loc[order].to_string()
+
+
+def window_sum_table(frame: pd.DataFrame) -> str:
+    rows = frame[(frame["target"].isin(["window_sum", "y"])) & (frame["metric"] == "r2")]
+    return rows.pivot_table(index=["kind", "layer"], columns="target", values="value").round(3).to_string()
+
+
+def run_case(label: str, work: Path, seed: int, **knobs: Any) -> tuple[list[str], dict[str, float]]:
+    before = load()
+    started = time.perf_counter()
+    frame = run_synthetic_compare(work / f"{label}-seed{seed}", preset="cpu", seed=seed, progress=False, **knobs)
+    wall = time.perf_counter() - started
+    metric = "huber_over_p" if knobs.get("p", 1.0) < 1.0 else "huber"
+    base = loss_of(frame, "baseline", metric)
+    copy_x = frame[(frame["probe"] == "predict-x-if-z0") & (frame["metric"] == metric)]["value"]
+    numbers = {
+        "wall": wall,
+        "baseline": base,
+        "vanilla": loss_of(frame, "vanilla", metric),
+        "myopic": loss_of(frame, "myopic", metric),
+    }
+    lines = [
+        f"## {label}, seed {seed}: {knobs or 'cpu preset'}",
+        f"wall {wall:.0f} s for vanilla + myopic + probes (load average before: {before}; after: {load()})",
+        f"test {metric}: predict-0 {base:.4f}; vanilla {numbers['vanilla']:.4f} "
+        f"({numbers['vanilla'] / base:.3f}×); myopic {numbers['myopic']:.4f} ({numbers['myopic'] / base:.3f}×)",
+    ]
+    if len(copy_x):  # p < 1: the baseline that already solves the z = 0 positions
+        ref = float(copy_x.iloc[0])
+        lines.append(
+            f"test {metric}: predict-x-if-z0 {ref:.4f}; vanilla {numbers['vanilla'] / ref:.3f}×, "
+            f"myopic {numbers['myopic'] / ref:.3f}× of it"
+        )
+    for kind in ("vanilla", "myopic", "random-init"):
+        value, low, high = final_r2(frame, kind)
+        lines.append(f"final-layer ridge R²(y) {kind}: {value:.3f} [{low:.3f}, {high:.3f}]")
+    lines += ["", "R² for sin(f·x[n−i]) by layer × look-back i:", lookback_table(frame), ""]
+    lines += ["R² for the window sum and y by layer:", window_sum_table(frame), ""]
+    return lines, numbers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--controls", action="store_true", help="also the shift-0 control and p = 0.1 (seed 0)")
+    parser.add_argument("--work", default="runs/bench-synthetic", help="where the models are trained (resumable)")
+    parser.add_argument("--out", default="benchmarks/results/synthetic.txt")
+    args = parser.parse_args()
+    preset = PRESETS["cpu"]
+    lines = [
+        f"# synthetic pre-caching task, cpu preset ({datetime.date.today()}, {platform.processor() or 'cpu'}, "
+        f"{os.cpu_count()} cores)",
+        f"preset: {preset}",
+        f"goals: {GOALS}",
+        "",
+    ]
+    cases: list[tuple[str, int, dict[str, Any]]] = [("main", seed, {}) for seed in args.seeds]
+    if args.controls:
+        cases += [("shift0", args.seeds[0], {"shift": 0}), ("p0.1", args.seeds[0], {"p": 0.1})]
+    for label, seed, knobs in cases:
+        case_lines, _ = run_case(label, Path(args.work), seed, **knobs)
+        lines += case_lines
+        print("\n".join(case_lines), flush=True)
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
