@@ -160,7 +160,7 @@ def test_single_run_report_has_no_verdict(single_report) -> None:
 def test_synthetic_section_when_present(runs, tmp_path: Path) -> None:
     folder = tmp_path / "synthetic"
     rows = [
-        {"model": f"syn-{kind}", "kind": kind, "layer": layer, "tau": None, "target": "sine", "probe": "ridge"}
+        {"model": f"syn-{kind}", "kind": kind, "layer": layer, "tau": None, "target": "sin", "probe": "ridge"}
         | {"metric": "r2", "value": value, "ci_low": value - 0.01, "ci_high": value + 0.01, "lookback": lookback}
         for kind, scale in (("vanilla", 1.0), ("myopic", 0.0))
         for layer in (1, 2)
