@@ -875,9 +875,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if dist.enabled:
             torch_dist.barrier()  # rank 0 has checked and set up the folder
             finished = (run.out / TRAINING_FILE).is_file()
-        if finished:
-            return read_json(run.out / TRAINING_FILE) if dist.main else {}
-        return run_training(run)
+        summary = read_json(run.out / TRAINING_FILE) if finished and dist.main else {}
+        if not finished:
+            summary = run_training(run)
+        if dist.enabled:
+            # Leave together: a rank that tears down the process group while rank 0 still evaluates and
+            # writes the checkpoint can hang in the shutdown.
+            torch_dist.barrier()
+        return summary
     finally:
         close_distributed(dist)
 
