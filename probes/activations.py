@@ -16,8 +16,6 @@ Layout of a store folder:
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from tqdm.auto import tqdm
 from probes import __version__
 from probes.corpus import TokenWindows
 from probes.errors import UsageError
-from probes.io import atomic_write, atomic_write_json, read_json
+from probes.io import atomic_write, atomic_write_json, claim_folder, read_json
 from probes.models import LoadedModel
 
 STORE_FORMAT = 1
@@ -85,29 +83,8 @@ def _shard_path(folder: Path, index: int) -> Path:
 
 
 def _prepare_folder(folder: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    manifest_path = folder / "manifest.json"
-    if manifest_path.exists():
-        try:
-            existing = read_json(manifest_path)
-        except (OSError, json.JSONDecodeError):
-            existing = {}
-        if existing.get("identity") == identity:
-            return
-        if not overwrite:
-            raise UsageError(
-                f"{folder} holds an activation store of another run "
-                f"(model {existing.get('identity', {}).get('model', '?')}); use --overwrite or another --out"
-            )
-        shutil.rmtree(folder)
-    elif folder.exists() and any(folder.iterdir()):
-        if not overwrite:
-            raise UsageError(f"{folder} is not empty and holds no activation store; use --overwrite or another --out")
-        shutil.rmtree(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {folder}: {error.strerror}") from None
-    atomic_write_json(manifest_path, {"identity": identity, "complete": False, "version": __version__})
+    if not claim_folder(folder, "manifest.json", identity, "an activation store", overwrite):
+        atomic_write_json(folder / "manifest.json", {"identity": identity, "complete": False, "version": __version__})
 
 
 def _write_windows(folder: Path, windows: TokenWindows) -> None:

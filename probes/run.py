@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from probes.baselines import fit_skip_bigram, fit_unigram
 from probes.config import DEFAULT_MAX_TOKENS, DEFAULT_SEQ_LEN, add_data_args, add_model_args
 from probes.corpus import TokenWindows, load_documents, make_windows, split_by_document
 from probes.errors import UsageError
-from probes.io import atomic_write, atomic_write_json, read_json
+from probes.io import atomic_write, atomic_write_json, claim_folder, read_json
 from probes.linear import SoftmaxConfig, fit_lstsq, fit_softmax, lstsq_scores
 from probes.metrics import PairScores, summarise
 from probes.models import LoadedModel, load_model, random_init_like
@@ -306,26 +305,8 @@ class StoreProber:
 
 
 def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    run_file = out / "run.json"
-    if run_file.exists():
-        try:
-            same = read_json(run_file) == identity
-        except (OSError, ValueError):
-            same = False
-        if same:
-            return
-        if not overwrite:
-            raise UsageError(f"{out} holds a probe run with other settings; use --overwrite or another --out")
-        shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UsageError(f"{out} is not empty and holds no probe run; use --overwrite or another --out")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {out}: {error.strerror}") from None
-    atomic_write_json(run_file, identity)
+    if not claim_folder(out, "run.json", identity, "a probe run", overwrite):
+        atomic_write_json(out / "run.json", identity)
 
 
 def _store_for(
