@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,12 @@ from probes.cli import main
 from tests.conftest import save_tiny_gpt2
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def run_cli(
+    args: list[str], capsys: pytest.CaptureFixture[str], entry: Callable[[list[str]], int] = main
+) -> tuple[int, str]:
+    """Run a command-line entry point in-process: its exit status and what it wrote to stderr."""
     try:
-        code = main(args)
+        code = entry(args)
     except SystemExit as stop:  # argparse errors
         code = int(stop.code or 0)
     return code, capsys.readouterr().err

@@ -23,7 +23,7 @@ from analysis.compare import (
 from probes import cli
 from probes.metrics import bootstrap_weights
 from probes.results import RESULT_COLUMNS, write_results
-from tests.test_cli_errors import assert_one_line_error
+from tests.test_cli_errors import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 N_BOOT = 200
@@ -274,14 +274,6 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
     return vanilla.parent, tmp_path / "m"
 
 
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        code = main(args)
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    return code, capsys.readouterr().err
-
-
 def _break(kind: str, vanilla: Path, myopic: Path, tmp_path: Path) -> list[str]:
     """Arguments for `compare` with one thing wrong; may change the folders on disk."""
     out = str(tmp_path / "out")
@@ -361,7 +353,7 @@ def _break(kind: str, vanilla: Path, myopic: Path, tmp_path: Path) -> list[str]:
 )
 def test_bad_input_is_one_line(kind: str, fragment: str, pair, tmp_path: Path, capsys) -> None:
     args = _break(kind, *pair, tmp_path)
-    code, err = run_main(args, capsys)
+    code, err = run_cli(args, capsys, main)
     assert_one_line_error(code, err, fragment)
     if not kind.startswith("out-"):
         assert not (tmp_path / "out").exists()
@@ -381,7 +373,7 @@ def test_probe_future_compare_and_refusal(cli_with_analysis, pair, tmp_path: Pat
     assert cli.main(["compare", "--vanilla", str(vanilla), "--myopic", str(myopic), "--out", str(tmp_path / "ok")]) == 0
     assert "verdict: inconclusive" in capsys.readouterr().out
     args = ["compare", "--vanilla", str(vanilla), "--myopic", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]
-    code, err = run_cli_main(args, capsys)
+    code, err = run_cli(args, capsys, cli.main)
     assert_one_line_error(code, err, "does not exist")
 
 
@@ -393,14 +385,6 @@ def test_register_adds_both_subcommands_once() -> None:
     register(subparsers)
     register(subparsers)  # cli.py calls it once per listed name
     assert sorted(subparsers.choices) == ["compare", "report"]
-
-
-def run_cli_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        code = cli.main(args)
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    return code, capsys.readouterr().err
 
 
 def test_script_runs_from_the_checkout(pair, tmp_path: Path) -> None:

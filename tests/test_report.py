@@ -25,7 +25,7 @@ from probes.evaluate import EvalConfig, evaluate
 from probes.results import write_results
 from probes.run import ProbeRunConfig, run_probes
 from tests.conftest import save_tiny_gpt2, write_documents
-from tests.test_cli_errors import assert_one_line_error
+from tests.test_cli_errors import assert_one_line_error, run_cli
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 needs_chromium = pytest.mark.skipif(
@@ -184,13 +184,11 @@ def test_report_regenerates_from_a_comparison_folder(runs, tmp_path: Path) -> No
 
 
 def test_report_bad_input(runs, tmp_path: Path, capsys) -> None:
-    from tests.test_compare import run_cli_main
-
     (tmp_path / "file").write_text("x")
     with analysis_commands():
-        code, err = run_cli_main(["report", str(runs["vanilla"]), "--out", str(tmp_path / "file" / "x")], capsys)
+        code, err = run_cli(["report", str(runs["vanilla"]), "--out", str(tmp_path / "file" / "x")], capsys)
         assert_one_line_error(code, err, "cannot write to --out")
-        code, err = run_cli_main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
+        code, err = run_cli(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
         assert_one_line_error(code, err, "does not exist")
 
 

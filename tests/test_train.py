@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from probes.cli import main
 from probes.corpus import load_documents, make_windows, split_by_document
 from probes.train import BatchOrder, Dist, lr_factor, train_bpe_tokenizer
+from tests.test_cli_errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ = 16
@@ -94,14 +94,6 @@ def train_args(out: Path, data: Path, config: Path, *extra: str) -> list[str]:
         str(out),
         *extra,
     ]
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        code = main(args)
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    return code, capsys.readouterr().err
 
 
 def error_lines(err: str) -> list[str]:
