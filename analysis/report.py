@@ -240,6 +240,38 @@ def synthetic_figure(subjects: Sequence[Subject]) -> str | None:
     return _data_uri(figure)
 
 
+def synthetic_summary(subjects: Sequence[Subject]) -> dict[str, Any] | None:
+    """Per model of the synthetic task: test loss against predict-0, and the probes that tell pre-caching apart."""
+    runs = [s.synthetic for s in subjects if s.synthetic is not None]
+    if not runs:
+        return None
+    header = ["model", "test Huber [95% CI]", "× predict-0", "last-layer R² for y", "layer-1 R² for sin(f·x_n)"]
+    rows: list[list[str]] = []
+    for run in runs:
+        frame = run.results
+        loss = frame[(frame["metric"] == "huber") & frame["probe"].isin(["model", "predict-0"])]
+        baseline = loss[loss["probe"] == "predict-0"]["value"]
+        base = float(baseline.iloc[0]) if len(baseline) else math.nan
+        r2 = frame[frame["metric"] == "r2"]
+        for kind in frame["kind"].dropna().astype(str).unique():
+            own_loss = loss[loss["kind"] == kind]
+            y_rows = r2[(r2["kind"] == kind) & (r2["target"].astype(str) == "y")].sort_values("layer")
+            sine = r2[(r2["kind"] == kind) & (r2["target"].astype(str) == "sin") & (r2["lookback"] == 0)]
+            sine = sine[sine["layer"] == 1]
+            rows.append(
+                [
+                    kind,
+                    interval_text(*own_loss[["value", "ci_low", "ci_high"]].iloc[0]) if len(own_loss) else "",
+                    fmt(float(own_loss["value"].iloc[0]) / base, 3) if len(own_loss) else "",
+                    interval_text(*y_rows[["value", "ci_low", "ci_high"]].iloc[-1]) if len(y_rows) else "",
+                    interval_text(*sine[["value", "ci_low", "ci_high"]].iloc[0]) if len(sine) else "",
+                ]
+            )
+    data = runs[0].provenance.get("data", {})
+    freq = data.get("freq", runs[0].provenance.get("args", {}).get("freq"))
+    return {"columns": header, "rows": rows, "freq": fmt(freq, 3).rstrip("0").rstrip(".") if freq else "f"}
+
+
 # -------------------------------------------------------------------------------------------- text blocks
 
 
@@ -485,6 +517,7 @@ def context(subjects: Sequence[Subject], comparison: Comparison | None, n_boot: 
         "tau_figure": tau_uri,
         "best_layers": best,
         "synthetic_figure": synthetic_figure(subjects),
+        "synthetic_summary": synthetic_summary(subjects),
         "tables": tables,
         "limitations": limitations(subjects, comparison),
         "n_boot": n_boot,

@@ -73,9 +73,7 @@ def head_labels(labels: np.ndarray, n_heads: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([perm[labels] for perm in perms], axis=1))
 
 
-def ours(
-    data: tuple[np.ndarray, ...], config: SoftmaxConfig, n_heads: int, repeats: int
-) -> dict[str, float]:
+def ours(data: tuple[np.ndarray, ...], config: SoftmaxConfig, n_heads: int, repeats: int) -> dict[str, float]:
     x_train, y_train, docs, x_test, y_test = data
     X, Xt = torch.from_numpy(x_train), torch.from_numpy(x_test)
     Y = head_labels(y_train, n_heads)

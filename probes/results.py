@@ -64,5 +64,3 @@ def read_results(folder: str | Path, stem: str = "results") -> pd.DataFrame:
         return tidy(pd.read_parquet(path))
     except Exception as error:  # a truncated or foreign file
         raise UsageError(f"cannot read {path}: {error}") from None
-
-

@@ -167,12 +167,27 @@ def test_synthetic_section_when_present(runs, tmp_path: Path) -> None:
         for lookback in range(0, 6)
         for value in [scale * float(np.exp(-lookback / 3))]
     ]
-    rows.append({"model": "syn-vanilla", "kind": "vanilla", "metric": "huber_loss", "value": 0.01})
+    losses = (("vanilla", "model", 0.05), ("myopic", "model", 1.25), ("baseline", "predict-0", 1.25))
+    rows += [
+        {"model": f"syn-{kind}", "kind": kind, "target": "y", "probe": probe, "metric": "huber", "value": value}
+        | {"ci_low": value - 0.01, "ci_high": value + 0.01}
+        for kind, probe, value in losses
+    ]
+    rows += [
+        {"model": "syn-vanilla", "kind": "vanilla", "layer": 2, "target": "y", "probe": "ridge", "metric": "r2"}
+        | {"value": 0.97, "ci_low": 0.96, "ci_high": 0.98}
+    ]
     write_results(pd.DataFrame(rows), folder)
-    (folder / "provenance.json").write_text(json.dumps({"stage": "synthetic", "args": {"p": 1.0}}))
+    provenance = {"stage": "synthetic", "args": {"p": 1.0}, "data": {"freq": 3.0}}
+    (folder / "provenance.json").write_text(json.dumps(provenance))
     path = report_from_paths([str(runs["vanilla"] / "probe"), str(folder)], tmp_path / "out", n_boot=200)
     text = path.read_text(encoding="utf-8")
     assert "Synthetic task" in text and "synthetic task: probe R-squared" in text
+    assert "sin(3·x" in text and "sin(10" not in text
+    summary = text[text.index("test Huber [95% CI]") :]
+    assert "<td>vanilla</td><td>0.050 [0.040, 0.060]</td><td>0.040</td><td>0.970 [0.960, 0.980]</td>" in summary
+    assert "<td>1.000 [0.990, 1.010]</td>" in summary  # vanilla's layer-1 sine probe at look-back 0
+    assert "<td>myopic</td><td>1.250 [1.240, 1.260]</td><td>1.000</td>" in summary
 
 
 def test_report_regenerates_from_a_comparison_folder(runs, tmp_path: Path) -> None:
