@@ -249,18 +249,20 @@ def synthetic_summary(subjects: Sequence[Subject]) -> dict[str, Any] | None:
     rows: list[list[str]] = []
     for run in runs:
         frame = run.results
-        loss = frame[(frame["metric"] == "huber") & frame["probe"].isin(["model", "predict-0"])]
-        baseline = loss[loss["probe"] == "predict-0"]["value"]
+        baseline = frame[(frame["metric"] == "huber") & (frame["probe"] == "predict-0")]["value"]
         base = float(baseline.iloc[0]) if len(baseline) else math.nan
         r2 = frame[frame["metric"] == "r2"]
-        for kind in frame["kind"].dropna().astype(str).unique():
-            own_loss = loss[loss["kind"] == kind]
+        every_loss = frame[frame["metric"] == "huber"]
+        named = [(str(kind), str(kind)) for kind in frame["kind"].dropna().astype(str).unique() if kind != "baseline"]
+        named += [("baseline", str(probe)) for probe in every_loss[every_loss["kind"] == "baseline"]["probe"]]
+        for kind, label in named:
+            own_loss = every_loss[(every_loss["kind"] == kind) & (every_loss["probe"].isin(["model", label]))]
             y_rows = r2[(r2["kind"] == kind) & (r2["target"].astype(str) == "y")].sort_values("layer")
             sine = r2[(r2["kind"] == kind) & (r2["target"].astype(str) == "sin") & (r2["lookback"] == 0)]
             sine = sine[sine["layer"] == 1]
             rows.append(
                 [
-                    kind,
+                    label,
                     interval_text(*own_loss[["value", "ci_low", "ci_high"]].iloc[0]) if len(own_loss) else "",
                     fmt(float(own_loss["value"].iloc[0]) / base, 3) if len(own_loss) else "",
                     interval_text(*y_rows[["value", "ci_low", "ci_high"]].iloc[-1]) if len(y_rows) else "",

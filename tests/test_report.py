@@ -188,6 +188,7 @@ def test_synthetic_section_when_present(runs, tmp_path: Path) -> None:
     assert "<td>vanilla</td><td>0.050 [0.040, 0.060]</td><td>0.040</td><td>0.970 [0.960, 0.980]</td>" in summary
     assert "<td>1.000 [0.990, 1.010]</td>" in summary  # vanilla's layer-1 sine probe at look-back 0
     assert "<td>myopic</td><td>1.250 [1.240, 1.260]</td><td>1.000</td>" in summary
+    assert "<td>predict-0</td><td>1.250 [1.240, 1.260]</td><td>1.000</td>" in summary
 
 
 def test_report_regenerates_from_a_comparison_folder(runs, tmp_path: Path) -> None:
