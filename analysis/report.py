@@ -38,6 +38,7 @@ from analysis.compare import (
 from probes.errors import UsageError
 from probes.io import atomic_write_text, read_json
 from probes.metrics import bootstrap_mean_ci
+from probes.synthetic_results import headlines
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DPI = 80
@@ -246,29 +247,15 @@ def synthetic_summary(subjects: Sequence[Subject]) -> dict[str, Any] | None:
     if not runs:
         return None
     header = ["model", "test Huber [95% CI]", "× predict-0", "last-layer R² for y", "layer-1 R² for sin(f·x_n)"]
-    rows: list[list[str]] = []
-    for run in runs:
-        frame = run.results
-        baseline = frame[(frame["metric"] == "huber") & (frame["probe"] == "predict-0")]["value"]
-        base = float(baseline.iloc[0]) if len(baseline) else math.nan
-        r2 = frame[frame["metric"] == "r2"]
-        every_loss = frame[frame["metric"] == "huber"]
-        named = [(str(kind), str(kind)) for kind in frame["kind"].dropna().astype(str).unique() if kind != "baseline"]
-        named += [("baseline", str(probe)) for probe in every_loss[every_loss["kind"] == "baseline"]["probe"]]
-        for kind, label in named:
-            own_loss = every_loss[(every_loss["kind"] == kind) & (every_loss["probe"].isin(["model", label]))]
-            y_rows = r2[(r2["kind"] == kind) & (r2["target"].astype(str) == "y")].sort_values("layer")
-            sine = r2[(r2["kind"] == kind) & (r2["target"].astype(str) == "sin") & (r2["lookback"] == 0)]
-            sine = sine[sine["layer"] == 1]
-            rows.append(
-                [
-                    label,
-                    interval_text(*own_loss[["value", "ci_low", "ci_high"]].iloc[0]) if len(own_loss) else "",
-                    fmt(float(own_loss["value"].iloc[0]) / base, 3) if len(own_loss) else "",
-                    interval_text(*y_rows[["value", "ci_low", "ci_high"]].iloc[-1]) if len(y_rows) else "",
-                    interval_text(*sine[["value", "ci_low", "ci_high"]].iloc[0]) if len(sine) else "",
-                ]
-            )
+
+    def cell(interval: tuple[float, float, float] | None) -> str:
+        return interval_text(*interval) if interval is not None else ""
+
+    rows = [
+        [row.label, cell(row.loss), fmt(row.loss_ratio, 3) if row.loss else "", cell(row.r2_y), cell(row.r2_sine)]
+        for run in runs
+        for row in headlines(run.results)
+    ]
     data = runs[0].provenance.get("data", {})
     freq = data.get("freq", runs[0].provenance.get("args", {}).get("freq"))
     return {"columns": header, "rows": rows, "freq": fmt(freq, 3).rstrip("0").rstrip(".") if freq else "f"}

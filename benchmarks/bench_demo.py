@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from probes.synthetic_results import PREDICT_0, Interval, headlines
+
 RESULTS = Path(__file__).resolve().parent / "results" / "demo.txt"
 POSITIONS = (0, 10, 60)
 
@@ -36,8 +38,9 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def ci(row: pd.Series, digits: int = 3) -> str:
-    return f"{row['value']:.{digits}f} [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
+def ci(row: pd.Series | Interval, digits: int = 3) -> str:
+    value, low, high = (row["value"], row["ci_low"], row["ci_high"]) if isinstance(row, pd.Series) else row
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def run_demo(out: Path, scale: str) -> tuple[float, str, str]:
@@ -49,22 +52,17 @@ def run_demo(out: Path, scale: str) -> tuple[float, str, str]:
 
 
 def synthetic_lines(folder: Path) -> list[str]:
-    frame = pd.read_parquet(folder / "results.parquet")
+    rows = {row.label: row for row in headlines(pd.read_parquet(folder / "results.parquet"))}
     lines = [
         "synthetic task (cpu preset): test Huber loss, and ridge R² (last layer for y; layer 1 for sin at look-back 0)"
     ]
-    base = frame[(frame["probe"] == "predict-0") & (frame["metric"] == "huber")].iloc[0]
-    lines.append(f"  predict-0 baseline       {ci(base)}")
+    lines.append(f"  predict-0 baseline       {ci(rows[PREDICT_0].loss)}")
     for kind in ("vanilla", "myopic", "random-init"):
-        rows = frame[frame["kind"] == kind]
-        loss = rows[rows["metric"] == "huber"].iloc[0]
-        r2 = rows[(rows["metric"] == "r2") & (rows["target"] == "y")].sort_values("layer").iloc[-1]
-        sine = rows[(rows["metric"] == "r2") & (rows["target"] == "sin") & (rows["layer"] == 1)]
-        sine = sine[sine["lookback"] == 0]
-        sine_text = ci(sine.iloc[0]) if len(sine) else "-"
+        row = rows[kind]
+        sine_text = ci(row.r2_sine) if row.r2_sine else "-"
         lines.append(
-            f"  {kind:<12} loss {ci(loss)} ({loss['value'] / base['value']:.2f}x baseline); "
-            f"R² y {ci(r2)}; R² sin(f·x_n) {sine_text}"
+            f"  {kind:<12} loss {ci(row.loss)} ({row.loss_ratio:.2f}x baseline); "
+            f"R² y {ci(row.r2_y)}; R² sin(f·x_n) {sine_text}"
         )
     return lines
 

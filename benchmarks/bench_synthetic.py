@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from probes.synthetic import COMPARE_MODES, PRESETS, run_synthetic_compare
+from probes.synthetic_results import PREDICT_0, headlines
 
 GOALS = "vanilla ≤ 0.10× baseline, myopic ≥ 0.85× baseline; final-layer R²(y): vanilla ≥ 0.9, myopic ≤ 0.2"
 LOOKBACKS = (0, 1, 2, 5, 9, 10, 11, 15, 20)
@@ -35,17 +36,6 @@ SHIFT0_CONTROL = {"shift": 0, "batch_size": 128, "lr": 1e-3, "steps": 10_000}
 
 def load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-def loss_of(frame: pd.DataFrame, kind: str, metric: str = "huber") -> float:
-    rows = frame[(frame["kind"] == kind) & (frame["metric"] == metric) & (frame["probe"].isin(["model", "predict-0"]))]
-    return float(rows["value"].iloc[0])
-
-
-def final_r2(frame: pd.DataFrame, kind: str, target: str = "y") -> tuple[float, float, float]:
-    rows = frame[(frame["kind"] == kind) & (frame["target"] == target) & (frame["metric"] == "r2")]
-    last = rows.sort_values("layer").iloc[-1]
-    return float(last["value"]), float(last["ci_low"]), float(last["ci_high"])
 
 
 def lookback_table(frame: pd.DataFrame) -> str:
@@ -90,41 +80,34 @@ def window_attention(folder: Path, knobs: dict[str, Any], seed: int) -> str:
     return " | ".join(parts)
 
 
-def run_case(label: str, work: Path, seed: int, **knobs: Any) -> tuple[list[str], dict[str, float]]:
+def run_case(label: str, work: Path, seed: int, **knobs: Any) -> list[str]:
+    folder = work / f"{label}-seed{seed}"
     before = load()
     started = time.perf_counter()
-    frame = run_synthetic_compare(work / f"{label}-seed{seed}", preset="cpu", seed=seed, progress=False, **knobs)
+    frame = run_synthetic_compare(folder, preset="cpu", seed=seed, progress=False, **knobs)
     wall = time.perf_counter() - started
     metric = "huber_over_p" if knobs.get("p", 1.0) < 1.0 else "huber"
-    base = loss_of(frame, "baseline", metric)
-    copy_x = frame[(frame["probe"] == "predict-x-if-z0") & (frame["metric"] == metric)]["value"]
-    numbers = {
-        "wall": wall,
-        "baseline": base,
-        "vanilla": loss_of(frame, "vanilla", metric),
-        "myopic": loss_of(frame, "myopic", metric),
-    }
+    rows = {row.label: row for row in headlines(frame, metric)}
+    base, vanilla, myopic = rows[PREDICT_0].loss[0], rows["vanilla"].loss[0], rows["myopic"].loss[0]
     lines = [
         f"## {label}, seed {seed}: {knobs or 'cpu preset'}",
         f"wall {wall:.0f} s for this call (load average before: {before}; after: {load()}); training wall "
-        f"(side by side, one thread each): {training_walls(work / f'{label}-seed{seed}')}",
-        f"test {metric}: predict-0 {base:.4f}; vanilla {numbers['vanilla']:.4f} "
-        f"({numbers['vanilla'] / base:.3f}×); myopic {numbers['myopic']:.4f} ({numbers['myopic'] / base:.3f}×)",
+        f"(side by side, one thread each): {training_walls(folder)}",
+        f"test {metric}: predict-0 {base:.4f}; vanilla {vanilla:.4f} "
+        f"({vanilla / base:.3f}×); myopic {myopic:.4f} ({myopic / base:.3f}×)",
     ]
-    if len(copy_x):  # p < 1: the baseline that already solves the z = 0 positions
-        ref = float(copy_x.iloc[0])
+    if "predict-x-if-z0" in rows:  # p < 1: the baseline that already solves the z = 0 positions
+        ref = rows["predict-x-if-z0"].loss[0]
         lines.append(
-            f"test {metric}: predict-x-if-z0 {ref:.4f}; vanilla {numbers['vanilla'] / ref:.3f}×, "
-            f"myopic {numbers['myopic'] / ref:.3f}× of it"
+            f"test {metric}: predict-x-if-z0 {ref:.4f}; vanilla {vanilla / ref:.3f}×, myopic {myopic / ref:.3f}× of it"
         )
     for kind in ("vanilla", "myopic", "random-init"):
-        value, low, high = final_r2(frame, kind)
+        value, low, high = rows[kind].r2_y
         lines.append(f"final-layer ridge R²(y) {kind}: {value:.3f} [{low:.3f}, {high:.3f}]")
-    folder = work / f"{label}-seed{seed}"
     lines.append(f"attention share on the window, per head: {window_attention(folder, knobs, seed)}")
     lines += ["", "R² for sin(f·x[n−i]) by layer × look-back i:", lookback_table(frame), ""]
     lines += ["R² for the window sum and y by layer:", window_sum_table(frame), ""]
-    return lines, numbers
+    return lines
 
 
 def main() -> None:
@@ -149,7 +132,7 @@ def main() -> None:
     if args.only:
         cases = [case for case in cases if case[0] in args.only]
     for label, seed, knobs in cases:
-        case_lines, _ = run_case(label, Path(args.work), seed, **knobs)
+        case_lines = run_case(label, Path(args.work), seed, **knobs)
         lines += case_lines
         print("\n".join(case_lines), flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -49,6 +49,7 @@ from probes.synthetic_data import (
 )
 from probes.synthetic_model import SyntheticModel, block_config, fresh_model, huber, save_model_folder
 from probes.synthetic_probe import fit_ridge, probe_targets, r2_scores
+from probes.synthetic_results import BASELINE_KIND, PREDICT_0, headlines
 from probes.train import (
     TRAINING_FILE,
     Dist,
@@ -378,8 +379,8 @@ def baseline_rows(settings: SyntheticSettings, data: EvalData) -> list[dict[str,
     batch, targets = data.loss, data.loss.targets()
     predict_0 = huber(torch.zeros_like(targets), targets).double().numpy()
     copy_x = huber(torch.from_numpy((1.0 - batch.z) * batch.x).float(), targets).double().numpy()
-    common = {"kind": "baseline", "seed": settings.seed}
-    rows = _loss_rows(predict_0, settings, probe="predict-0", model="predict-0", **common)
+    common = {"kind": BASELINE_KIND, "seed": settings.seed}
+    rows = _loss_rows(predict_0, settings, probe=PREDICT_0, model=PREDICT_0, **common)
     if settings.p < 1:
         rows += _loss_rows(copy_x, settings, probe="predict-x-if-z0", model="predict-x-if-z0", **common)
     return rows
@@ -497,16 +498,15 @@ def run_synthetic_command(args: argparse.Namespace) -> int:
 
 
 def summary_text(frame: pd.DataFrame) -> str:
-    """Test loss and final-layer R² for y, one line per model."""
-    lines = []
-    baseline = frame[(frame["probe"] == "predict-0") & (frame["metric"] == "huber")]["value"]
-    base = float(baseline.iloc[0]) if len(baseline) else float("nan")
-    lines.append(f"predict-0 baseline Huber loss: {base:.4f}")
-    for kind, rows in frame[frame["probe"] != "predict-0"].groupby("kind", sort=False):
-        loss = rows[(rows["metric"] == "huber")]["value"]
-        r2 = rows[(rows["target"] == "y") & (rows["metric"] == "r2")].sort_values("layer")["value"]
-        loss_text = f"{float(loss.iloc[0]):.4f} ({float(loss.iloc[0]) / base:.2f}× baseline)" if len(loss) else "?"
-        lines.append(f"{kind}: test Huber {loss_text}; last-layer ridge R² for y {float(r2.iloc[-1]):.3f}")
+    """Test loss and final-layer R² for y, one line per model, then the baselines other than predict-0."""
+    rows = headlines(frame)
+    lines = [f"predict-0 baseline Huber loss: {rows[0].baseline_loss if rows else float('nan'):.4f}"]
+    for row in rows:
+        if row.label == PREDICT_0:
+            continue
+        loss_text = f"{row.loss[0]:.4f} ({row.loss_ratio:.2f}× baseline)" if row.loss else "?"
+        r2_text = f"; last-layer ridge R² for y {row.r2_y[0]:.3f}" if row.r2_y else ""
+        lines.append(f"{row.label}: test Huber {loss_text}{r2_text}")
     return "\n".join(lines)
 
 

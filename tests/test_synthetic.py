@@ -136,6 +136,14 @@ def test_cli_single_mode_and_side_by_side_compare(synthetic_cli, tmp_path: Path,
     assert "myopic: test Huber" in capsys.readouterr().out
 
 
+def test_cli_summary_with_p_below_one_names_the_extra_baseline(synthetic_cli, tmp_path: Path, capsys) -> None:
+    assert synthetic_cli(["synthetic", *TOY, "--p", "0.5", "--out", str(tmp_path / "half")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("predict-0 baseline Huber loss: ")
+    assert [line.split(":")[0] for line in lines[1:4]] == ["vanilla", "random-init", "predict-x-if-z0"]
+    assert "last-layer ridge R² for y" in lines[1] and "R²" not in lines[3]
+
+
 def test_other_settings_in_a_finished_folder_are_refused(synthetic_cli, tmp_path: Path, capsys) -> None:
     out = str(tmp_path / "one")
     assert synthetic_cli(["synthetic", *TOY, "--out", out]) == 0
