@@ -287,33 +287,24 @@ def table_block(title: str, frame: pd.DataFrame) -> dict[str, Any]:
 def key_numbers(comparison: Comparison | None, sets: Sequence[ProbeSet]) -> list[dict[str, str]]:
     numbers = []
     if comparison is not None:
-        if comparison.gap is not None:
-            gap = comparison.gap
-            numbers.append(
-                {
-                    "name": "myopia gap (myopic − vanilla CE, nats)",
-                    "value": interval_text(gap.value, gap.low, gap.high),
-                    "note": "paired bootstrap over the same test documents",
-                }
-            )
-        if comparison.gain is not None:
-            gain = comparison.gain
-            numbers.append(
-                {
-                    "name": "what reading the past is worth (bigram − vanilla CE, nats)",
-                    "value": interval_text(gain.value, gain.low, gain.high),
-                    "note": "the denominator of the share",
-                }
-            )
-        if comparison.share is not None:
-            share = comparison.share
-            numbers.append(
-                {
-                    "name": "pre-caching share (CE_myopic − CE_vanilla) / (CE_bigram − CE_vanilla)",
-                    "value": interval_text(share.value, share.low, share.high),
-                    "note": "ratio computed in each paired resample; the paper's GPT-2 gives 0.12 / 2.05 ≈ 0.06",
-                }
-            )
+        intervals = (
+            (comparison.gap, "myopia gap (myopic − vanilla CE, nats)", "paired bootstrap over the same test documents"),
+            (
+                comparison.gain,
+                "what reading the past is worth (bigram − vanilla CE, nats)",
+                "the denominator of the share",
+            ),
+            (
+                comparison.share,
+                "pre-caching share (CE_myopic − CE_vanilla) / (CE_bigram − CE_vanilla)",
+                "ratio computed in each paired resample; the paper's GPT-2 gives 0.12 / 2.05 ≈ 0.06",
+            ),
+        )
+        for estimate, name, note in intervals:
+            if estimate is not None:
+                numbers.append(
+                    {"name": name, "value": interval_text(estimate.value, estimate.low, estimate.high), "note": note}
+                )
         if comparison.lacking is not None:
             row = comparison.lacking
             numbers.append(
