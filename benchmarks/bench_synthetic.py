@@ -3,12 +3,12 @@
 For each seed, trains vanilla and myopic (side by side, one thread each) with `run_synthetic_compare` and reports:
 test Huber loss against the predict-0 baseline (goals: vanilla ≤ 0.10×, myopic ≥ 0.85×), the final-layer ridge R²
 for y (goals: vanilla ≥ 0.9, myopic ≤ 0.2), and the R² for sin(f·x[n−i]) by layer and look-back for vanilla,
-myopic and the untrained control side by side, and each model's training wall-clock. Optional controls (seed
-0): shift 0 (the sine is useful where it is computed, so myopic training should learn; the paper reaches 0.10,
-0.08× its baseline) and p = 0.1 (losses divided by p, as in the paper, beside the predict-x-where-z-is-0
-baseline).
+myopic and the untrained control side by side, each model's training wall-clock, and where each head looks
+(its share of attention on the target window; the last block's weight by distance). Optional control (seed 0):
+p = 0.1 (losses divided by p, as in the paper, beside the predict-x-where-z-is-0 baseline). The shift-0 control
+has its own benchmark, bench_shift0.py.
 
-    python benchmarks/bench_synthetic.py [--seeds 0 1 2] [--controls] [--only main shift0 p0.1] [--work DIR]
+    python benchmarks/bench_synthetic.py [--seeds 0 1 2] [--controls] [--only main p0.1] [--work DIR]
 """
 
 from __future__ import annotations
@@ -24,14 +24,11 @@ from typing import Any
 
 import pandas as pd
 
-from probes.synthetic import COMPARE_MODES, PRESETS, run_synthetic_compare
+from probes.synthetic import COMPARE_MODES, PRESETS, is_trained, run_synthetic_compare
 from probes.synthetic_results import PREDICT_0, headlines
 
 GOALS = "vanilla ≤ 0.10× baseline, myopic ≥ 0.85× baseline; final-layer R²(y): vanilla ≥ 0.9, myopic ≤ 0.2"
 LOOKBACKS = (0, 1, 2, 5, 9, 10, 11, 15, 20)
-# Myopic training needs many more sequences than vanilla to learn the window sum even when no pre-caching is
-# needed (only position j's own loss shapes its state and its position embedding), and it oscillates at batch 32.
-SHIFT0_CONTROL = {"shift": 0, "batch_size": 128, "lr": 1e-3, "steps": 10_000}
 
 
 def load() -> str:
@@ -53,36 +50,31 @@ def window_sum_table(frame: pd.DataFrame) -> str:
 def training_walls(folder: Path) -> str:
     """Each model's own training time (from its training.json), so a rerun that reuses the models still says it."""
     walls = {mode: json.loads((folder / mode / "training.json").read_text())["wall_seconds"] for mode in COMPARE_MODES}
-    return ", ".join(f"{mode} {seconds:.0f} s" for mode, seconds in walls.items())
+    each = ", ".join(f"{mode} {seconds:.0f} s" for mode, seconds in walls.items())
+    return f"{each}; the pair together {max(walls.values()):.0f} s"
 
 
-def window_attention(folder: Path, knobs: dict[str, Any], seed: int) -> str:
-    """Share of each head's attention on positions n−W+1−shift..n−shift (n ≥ W): does the model gather the window?"""
-    import torch
-
+def attention_lines(folder: Path, knobs: dict[str, Any], seed: int) -> list[str]:
+    """Each head's share of attention on the target window, per block, and the last block's profile by distance."""
     from probes.synthetic import resolve
-    from probes.synthetic_data import LOSS_STREAM, batch_of
+    from probes.synthetic_attention import attention_by_distance, profile_text, window_share
     from probes.synthetic_model import load_model_folder
 
     spec = resolve("vanilla", "cpu", seed, **knobs).spec
-    inputs = batch_of(spec, 256, seed, LOSS_STREAM).inputs()
-    distance = torch.arange(spec.seq_len)[:, None] - torch.arange(spec.seq_len)[None, :]
-    window = (distance >= spec.shift) & (distance < spec.shift + spec.window)
-    parts = []
+    lines = ["attention share on the window (distances s..s+W−1), per head:"]
     for mode in COMPARE_MODES:
-        model = load_model_folder(folder / mode)
-        model.body.config._attn_implementation = "eager"  # attention weights are only returned by eager attention
-        with torch.no_grad():
-            attentions = model.body(inputs_embeds=model.inp(inputs), output_attentions=True).attentions
-        shares = [(a * window).sum(-1)[:, :, spec.window :].mean(dim=(0, 2)).tolist() for a in attentions]
-        text = "; ".join(f"block {i + 1}: " + ", ".join(f"{x:.2f}" for x in heads) for i, heads in enumerate(shares))
-        parts.append(f"{mode} {text}")
-    return " | ".join(parts)
+        profile = attention_by_distance(load_model_folder(folder / mode), spec, seed=seed)
+        shares = window_share(profile, spec)
+        blocks = "; ".join(f"block {i + 1}: " + ", ".join(f"{x:.2f}" for x in heads) for i, heads in enumerate(shares))
+        lines.append(f"  {mode}: {blocks}")
+        lines += [f"    last block {line}" for line in profile_text(profile, spec)]
+    return lines
 
 
 def run_case(label: str, work: Path, seed: int, **knobs: Any) -> list[str]:
     folder = work / f"{label}-seed{seed}"
     before = load()
+    trained_now = not all(is_trained(folder / mode) for mode in COMPARE_MODES)
     started = time.perf_counter()
     frame = run_synthetic_compare(folder, preset="cpu", seed=seed, progress=False, **knobs)
     wall = time.perf_counter() - started
@@ -91,8 +83,8 @@ def run_case(label: str, work: Path, seed: int, **knobs: Any) -> list[str]:
     base, vanilla, myopic = rows[PREDICT_0].loss[0], rows["vanilla"].loss[0], rows["myopic"].loss[0]
     lines = [
         f"## {label}, seed {seed}: {knobs or 'cpu preset'}",
-        f"wall {wall:.0f} s for this call (load average before: {before}; after: {load()}); training wall "
-        f"(side by side, one thread each): {training_walls(folder)}",
+        f"wall {wall:.0f} s for this call ({'training and ' if trained_now else ''}probes; load average before: "
+        f"{before}; after: {load()}); training wall (side by side, one thread each): {training_walls(folder)}",
         f"test {metric}: predict-0 {base:.4f}; vanilla {vanilla:.4f} "
         f"({vanilla / base:.3f}×); myopic {myopic:.4f} ({myopic / base:.3f}×)",
     ]
@@ -104,7 +96,7 @@ def run_case(label: str, work: Path, seed: int, **knobs: Any) -> list[str]:
     for kind in ("vanilla", "myopic", "random-init"):
         value, low, high = rows[kind].r2_y
         lines.append(f"final-layer ridge R²(y) {kind}: {value:.3f} [{low:.3f}, {high:.3f}]")
-    lines.append(f"attention share on the window, per head: {window_attention(folder, knobs, seed)}")
+    lines += attention_lines(folder, knobs, seed)
     lines += ["", "R² for sin(f·x[n−i]) by layer × look-back i:", lookback_table(frame), ""]
     lines += ["R² for the window sum and y by layer:", window_sum_table(frame), ""]
     return lines
@@ -113,8 +105,8 @@ def run_case(label: str, work: Path, seed: int, **knobs: Any) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--controls", action="store_true", help="also the shift-0 control and p = 0.1 (seed 0)")
-    parser.add_argument("--only", nargs="+", choices=("main", "shift0", "p0.1"), help="run only these cases")
+    parser.add_argument("--controls", action="store_true", help="also p = 0.1 (seed 0)")
+    parser.add_argument("--only", nargs="+", choices=("main", "p0.1"), help="run only these cases")
     parser.add_argument("--work", default="runs/bench-synthetic", help="where the models are trained (resumable)")
     parser.add_argument("--out", default="benchmarks/results/synthetic.txt")
     args = parser.parse_args()
@@ -128,7 +120,7 @@ def main() -> None:
     ]
     cases: list[tuple[str, int, dict[str, Any]]] = [("main", seed, {}) for seed in args.seeds]
     if args.controls:
-        cases += [("shift0", args.seeds[0], SHIFT0_CONTROL), ("p0.1", args.seeds[0], {"p": 0.1})]
+        cases.append(("p0.1", args.seeds[0], {"p": 0.1}))
     if args.only:
         cases = [case for case in cases if case[0] in args.only]
     for label, seed, knobs in cases:

@@ -172,3 +172,14 @@ def test_bad_input_is_one_line(flags, fragment, synthetic_cli, tmp_path: Path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_help_names_each_presets_value(synthetic_cli, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        synthetic_cli(["synthetic", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "hidden width (cpu 64, paper 128)" in text
+    assert "optimizer steps (cpu 6000, paper 58593)" in text
+    assert "sequence length T (default 64)" in text
+    assert "attention heads (cpu 4, paper 2)" in text
