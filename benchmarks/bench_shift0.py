@@ -25,7 +25,7 @@ from typing import Any
 from probes.synthetic import PRESETS, SyntheticSettings, resolve, run_synthetic, train_synthetic
 from probes.synthetic_attention import attention_by_distance, profile_text
 from probes.synthetic_model import load_model_folder
-from probes.synthetic_results import PREDICT_0, headlines
+from probes.synthetic_results import headlines
 
 SEED = 0
 # (mode, knobs on top of the cpu preset at shift 0, optionally "seed"); the first is the preset's own schedule.
@@ -54,9 +54,15 @@ def flags(mode: str, knobs: dict[str, Any]) -> str:
     return f"--mode {mode} --shift 0 {given}".rstrip()
 
 
+def split_seed(knobs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A variant's seed, and its knobs without it."""
+    given = dict(knobs)
+    return given.pop("seed", SEED), given
+
+
 def settings_of(mode: str, knobs: dict[str, Any]) -> SyntheticSettings:
-    knobs = dict(knobs)
-    return resolve(mode, "cpu", knobs.pop("seed", SEED), shift=0, **knobs)
+    seed, given = split_seed(knobs)
+    return resolve(mode, "cpu", seed, shift=0, **given)
 
 
 def train_one(mode: str, knobs: dict[str, Any], folder: str) -> float:
@@ -68,22 +74,19 @@ def train_one(mode: str, knobs: dict[str, Any], folder: str) -> float:
 
 
 def describe(mode: str, knobs: dict[str, Any], folder: Path, wall: float) -> list[str]:
-    settings = settings_of(mode, knobs)
-    given = {key: value for key, value in knobs.items() if key != "seed"}
-    frame = run_synthetic(folder, mode=mode, preset="cpu", seed=settings.seed, progress=False, shift=0, **given)
+    seed, given = split_seed(knobs)
+    frame = run_synthetic(folder, mode=mode, preset="cpu", seed=seed, progress=False, shift=0, **given)
     rows = {row.label: row for row in headlines(frame, "huber")}
-    base, model = rows[PREDICT_0].loss[0], rows[mode]
+    model = rows[mode]
     loss, low, high = model.loss
-    sine = frame[
-        (frame["kind"] == mode) & (frame["target"] == "sin") & (frame["layer"] == 1) & (frame["lookback"] == 0)
-    ]["value"].item()
-    spec = settings.spec
-    profile = attention_by_distance(load_model_folder(folder), spec, seed=settings.seed)
+    spec = settings_of(mode, knobs).spec
+    profile = attention_by_distance(load_model_folder(folder), spec, seed=seed)
     return [
         f"## {flags(mode, knobs)}",
-        f"test Huber {loss:.4f} [{low:.4f}, {high:.4f}] = {loss / base:.3f}× predict-0 ({base:.4f}); "
-        f"final-layer R²(y) {model.r2_y[0]:.3f} (untrained {rows['random-init'].r2_y[0]:.3f}); "
-        f"layer-1 R² sin(f·x_n) {sine:.3f}; training wall {wall:.0f} s",
+        f"test Huber {loss:.4f} [{low:.4f}, {high:.4f}] = {model.loss_ratio:.3f}× predict-0 "
+        f"({model.baseline_loss:.4f}); final-layer R²(y) {model.r2_y[0]:.3f} "
+        f"(untrained {rows['random-init'].r2_y[0]:.3f}); layer-1 R² sin(f·x_n) {model.r2_sine[0]:.3f}; "
+        f"training wall {wall:.0f} s",
         "last block, mean attention by distance n − m:",
         *(f"  {line}" for line in profile_text(profile, spec)),
         "",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
@@ -24,8 +23,12 @@ from typing import Any
 
 import pandas as pd
 
-from probes.synthetic import COMPARE_MODES, PRESETS, is_trained, run_synthetic_compare
+from probes.io import read_json
+from probes.synthetic import COMPARE_MODES, PRESETS, is_trained, resolve, run_synthetic_compare
+from probes.synthetic_attention import attention_by_distance, profile_text, window_share
+from probes.synthetic_model import load_model_folder
 from probes.synthetic_results import PREDICT_0, headlines
+from probes.train import TRAINING_FILE
 
 GOALS = "vanilla ≤ 0.10× baseline, myopic ≥ 0.85× baseline; final-layer R²(y): vanilla ≥ 0.9, myopic ≤ 0.2"
 LOOKBACKS = (0, 1, 2, 5, 9, 10, 11, 15, 20)
@@ -49,17 +52,13 @@ def window_sum_table(frame: pd.DataFrame) -> str:
 
 def training_walls(folder: Path) -> str:
     """Each model's own training time (from its training.json), so a rerun that reuses the models still says it."""
-    walls = {mode: json.loads((folder / mode / "training.json").read_text())["wall_seconds"] for mode in COMPARE_MODES}
+    walls = {mode: read_json(folder / mode / TRAINING_FILE)["wall_seconds"] for mode in COMPARE_MODES}
     each = ", ".join(f"{mode} {seconds:.0f} s" for mode, seconds in walls.items())
     return f"{each}; the pair together {max(walls.values()):.0f} s"
 
 
 def attention_lines(folder: Path, knobs: dict[str, Any], seed: int) -> list[str]:
     """Each head's share of attention on the target window, per block, and the last block's profile by distance."""
-    from probes.synthetic import resolve
-    from probes.synthetic_attention import attention_by_distance, profile_text, window_share
-    from probes.synthetic_model import load_model_folder
-
     spec = resolve("vanilla", "cpu", seed, **knobs).spec
     lines = ["attention share on the window (distances s..s+W−1), per head:"]
     for mode in COMPARE_MODES:
