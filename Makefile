@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 data: $(STAMP)
-	$(BIN)/python -m probes.bundled
+	$(BIN)/python -m probes.corpus.bundled
 
 demo: $(STAMP) data
 	$(BIN)/probe-future demo

@@ -37,8 +37,8 @@ import pandas as pd
 
 from probes.errors import UsageError
 from probes.io import atomic_write_json, read_json
-from probes.metrics import bootstrap_mean_ci, bootstrap_weights
 from probes.results import PER_DOC_FILE, tidy, write_results
+from probes.stats import bootstrap_mean_ci, bootstrap_weights
 
 LEVEL = 0.95
 Z = 1.959963984540054  # two-sided 95% normal quantile
@@ -347,7 +347,7 @@ def aligned_losses(runs: Sequence[Run]) -> tuple[list[np.ndarray], np.ndarray]:
 
 
 def resampled_means(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, k) column means under document resampling: the same draws as probes.metrics uses for `seed`."""
+    """(n_boot, k) column means under document resampling: the same draws as probes.probing.metrics uses for `seed`."""
     _, index = np.unique(groups, return_inverse=True)
     index = index.ravel()
     n_groups = int(index.max()) + 1

@@ -37,8 +37,8 @@ from analysis.compare import (
 )
 from probes.errors import UsageError
 from probes.io import atomic_write_text, read_json
-from probes.metrics import bootstrap_mean_ci
-from probes.synthetic_results import headlines
+from probes.stats import bootstrap_mean_ci
+from probes.synthetic.results import headlines
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DPI = 80

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from probes.synthetic_results import PREDICT_0, Interval, headlines
+from probes.synthetic.results import PREDICT_0, Interval, headlines
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo.txt"
 POSITIONS = (0, 10, 60)

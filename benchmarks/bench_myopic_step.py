@@ -24,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from probes.myopic import gradient_mode
+from probes.training.myopic import gradient_mode
 
 MODES = ("vanilla", "myopic", "strict-myopic")
 

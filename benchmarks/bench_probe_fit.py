@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from probes.linear import SoftmaxConfig, SoftmaxProbe, fit_softmax
+from probes.probing.linear import SoftmaxConfig, SoftmaxProbe, fit_softmax
 
 N_CLASSES = 1000
 DIM = 768

@@ -22,10 +22,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from probes.synthetic import PRESETS, SyntheticSettings, resolve, run_synthetic, train_synthetic
-from probes.synthetic_attention import attention_by_distance, profile_text
-from probes.synthetic_model import load_model_folder
-from probes.synthetic_results import headlines
+from probes.synthetic.attention import attention_by_distance, profile_text
+from probes.synthetic.model import load_model_folder
+from probes.synthetic.results import headlines
+from probes.synthetic.run import PRESETS, SyntheticSettings, resolve, run_synthetic, train_synthetic
 
 SEED = 0
 # (mode, knobs on top of the cpu preset at shift 0, optionally "seed"); the first is the preset's own schedule.

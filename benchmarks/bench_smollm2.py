@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from probes import smollm2
-from probes.run import ProbeRunConfig, run_probes
+from probes.probing.run import ProbeRunConfig, run_probes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "smollm2.txt"
 NEAR = 0.05  # |probe top-1 - model top-1| allowed at tau = 1, last layer

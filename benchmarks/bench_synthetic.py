@@ -24,11 +24,11 @@ from typing import Any
 import pandas as pd
 
 from probes.io import read_json
-from probes.synthetic import COMPARE_MODES, PRESETS, is_trained, resolve, run_synthetic_compare
-from probes.synthetic_attention import attention_by_distance, profile_text, window_share
-from probes.synthetic_model import load_model_folder
-from probes.synthetic_results import PREDICT_0, headlines
-from probes.train import TRAINING_FILE
+from probes.synthetic.attention import attention_by_distance, profile_text, window_share
+from probes.synthetic.model import load_model_folder
+from probes.synthetic.results import PREDICT_0, headlines
+from probes.synthetic.run import COMPARE_MODES, PRESETS, is_trained, resolve, run_synthetic_compare
+from probes.training.lm import TRAINING_FILE
 
 GOALS = "vanilla ≤ 0.10× baseline, myopic ≥ 0.85× baseline; final-layer R²(y): vanilla ≥ 0.9, myopic ≤ 0.2"
 LOOKBACKS = (0, 1, 2, 5, 9, 10, 11, 15, 20)

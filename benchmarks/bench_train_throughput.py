@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from probes.myopic import gradient_mode
-from probes.train import MetricsLog, Run, TrainConfig, build_run, init_distributed, make_optimizer, train_step
+from probes.training.lm import MetricsLog, Run, TrainConfig, build_run, init_distributed, make_optimizer, train_step
+from probes.training.myopic import gradient_mode
 
 SEQ, BATCH = 64, 8
 WORDS = "the king and queen walk through the castle garden at night while the moon shines over the river".split()

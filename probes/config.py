@@ -1,65 +1,82 @@
-"""Command-line flags shared by the stages, and their translation into typed settings.
+"""The shared ingredients of every subcommand, as dataclasses whose fields are the command-line flags.
 
-Every stage that reads a model or a corpus takes the same flags with the same meaning, so a folder
-written by one stage (`--out`) can be handed to the next.
+A stage's config composes the ingredients it needs (by inheritance, so the flags stay flat:
+`--model`, `--seq-len`, ...) and adds its own fields. `probes.cli` generates each subcommand's flags from
+its config (simple-parsing: the field's docstring is the flag's help), so the command line, the Python API
+and the demo build the same objects and cannot drift apart. A field with `cmd=False` is Python-only.
+No stage logic lives here.
 """
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from simple_parsing import field
 
-from probes.corpus import TokenWindows, load_documents, make_windows
 from probes.errors import UsageError
-from probes.specs import parse_layers
 
+DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_SEQ_LEN = 64  # the paper's window length
 DEFAULT_MAX_TOKENS = 20_000
 
 
-def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument(
-        "--model", required=required, help="hub name (gpt2, EleutherAI/pythia-70m, ...) or a local model folder"
-    )
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run")
+@dataclass(kw_only=True)
+class ModelFlags:
+    model: str = field(required=True)
+    """hub name (gpt2, EleutherAI/pythia-70m, ...) or a local model folder"""
+    device: str = field(default="auto", choices=DEVICES)
+    """where to run: auto | cpu | cuda"""
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        default="bundled",
-        help="bundled | a .txt file | a folder of .txt files | a .jsonl with a 'text' field | a hub dataset",
-    )
-    parser.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="window length in tokens (default 64)")
-    parser.add_argument(
-        "--max-tokens",
-        type=int,
-        default=DEFAULT_MAX_TOKENS,
-        help=f"token budget, sampled as whole windows across the corpus (default {DEFAULT_MAX_TOKENS:,})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling, splits, fits and bootstraps")
+@dataclass(kw_only=True)
+class DataFlags:
+    data: str = "bundled"
+    """bundled | a .txt file | a folder of .txt files | a .jsonl with a 'text' field | a hub dataset"""
+    seq_len: int = DEFAULT_SEQ_LEN
+    """window length in tokens"""
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
+    """token budget, sampled as whole windows across the corpus"""
+    seed: int = 0
+    """seed for sampling, splits, fits and bootstraps"""
 
 
-def add_store_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layers", default="all", help="all | 0..12 | 0,6,12 (0 = embeddings)")
-    parser.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="stored precision")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
-    parser.add_argument("--overwrite", action="store_true", help="replace a store or results of another run")
+@dataclass(kw_only=True)
+class OutputFlags:
+    out: str = field(required=True)
+    """the run folder"""
+    overwrite: bool = False
+    """replace a run folder of the same stage written with other settings"""
 
 
-def load_windows_for(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) -> TokenWindows:
-    if args.seq_len < 2:
-        raise UsageError("--seq-len must be at least 2")
-    if args.max_tokens is not None and args.max_tokens <= 0:
-        raise UsageError("--max-tokens must be positive")
-    documents = load_documents(args.data)
-    return make_windows(documents, tokenizer, args.seq_len, max_tokens=args.max_tokens, seed=args.seed)
+@dataclass(kw_only=True)
+class ProgressFlag:
+    progress: bool = field(default=True, cmd=False)
+    """progress bars (Python API only; the command line always shows them)"""
 
 
-def store_settings_from(args: argparse.Namespace, n_layers: int):
-    from probes.activations import StoreSettings
+def names(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`a,b` (or a sequence of names) as a tuple of names; the flag type of comma-separated lists."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    return tuple(part.strip() for part in parts if part.strip())
 
-    layers = tuple(parse_layers(args.layers, n_layers))
-    shard_windows = max(args.batch_size, (64 // args.batch_size) * args.batch_size)
-    return StoreSettings(layers=layers, dtype=args.dtype, batch_size=args.batch_size, shard_windows=shard_windows)
+
+def choose(values: tuple[str, ...], allowed: tuple[str, ...], what: str) -> None:
+    """One line naming the first value that is not allowed (or the empty list)."""
+    unknown = [value for value in values if value not in allowed]
+    if unknown or not values:
+        raise UsageError(f"unknown {what} {unknown[0] if unknown else ''!r}: choose from {', '.join(allowed)}")
+
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Command(Generic[C]):
+    """A subcommand: its config dataclass (whose fields are its flags) and what runs it."""
+
+    config: type[C]
+    run: Callable[[C], int]
+    help: str
+    flags: dict[str, Any] | None = None  # argparse settings for the parser itself (e.g. a description)

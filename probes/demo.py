@@ -160,7 +160,7 @@ def _quiet_worker(threads: int) -> None:
 def step_synthetic(layout: Layout, scale: Scale, seed: int) -> float:
     if (layout.synthetic / SYNTHETIC_MARK).is_file():
         return 0.0
-    from probes.synthetic import run_synthetic_compare
+    from probes.synthetic.run import run_synthetic_compare
 
     started = time.perf_counter()
     knobs = {"workers": 1} | scale.synthetic  # this worker is one of the demo's parallel slots
@@ -172,7 +172,7 @@ def step_synthetic(layout: Layout, scale: Scale, seed: int) -> float:
 def step_train(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
     if _finished(layout.model(mode), "training.json"):
         return 0.0
-    from probes.train import TrainConfig, train
+    from probes.training.lm import TrainConfig, train
 
     started = time.perf_counter()
     config = TrainConfig(
@@ -219,7 +219,7 @@ def step_eval(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
 def step_probe(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
     if _finished(layout.probe(mode), "results.parquet", "provenance.json"):
         return 0.0
-    from probes.run import ProbeRunConfig, run_probes
+    from probes.probing.run import ProbeRunConfig, run_probes
 
     started = time.perf_counter()
     config = ProbeRunConfig(
@@ -375,7 +375,7 @@ def write_timings(path: Path, wall: float, seconds: dict[str, float]) -> None:
 def _check_corpus(data: str) -> None:
     if data != "bundled":
         return
-    from probes.bundled import ensure_bundled
+    from probes.corpus.bundled import ensure_bundled
 
     ensure_bundled()
 

@@ -43,7 +43,7 @@ def forward_context(model: nn.Module, mode: str) -> AbstractContextManager[Any]:
     """The forward of a checkpoint's training mode: bigram models cannot read the past; every other mode's
     forward is the vanilla one (myopic training changes gradients only)."""
     if mode == "bigram":
-        from probes.myopic import bigram
+        from probes.training.myopic import bigram
 
         return bigram(model)
     return nullcontext()
@@ -145,7 +145,7 @@ def resolve_eval(config: EvalConfig) -> EvalSettings:
 
 def position_rows(losses: np.ndarray, model: str, settings: EvalSettings, n_boot: int) -> list[dict[str, Any]]:
     """The overall row and one row per position, each with a bootstrap interval over windows."""
-    from probes.metrics import bootstrap_mean_ci
+    from probes.stats import bootstrap_mean_ci
 
     values = np.concatenate([losses.mean(axis=1, keepdims=True), losses], axis=1)
     point, low, high = bootstrap_mean_ci(values, np.arange(len(losses)), n_boot=n_boot, seed=settings.seed)

@@ -21,8 +21,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from probes.corpus.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer
 from probes.errors import UsageError
-from probes.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "tokenizer_config.json")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")

@@ -13,9 +13,9 @@ import torch
 from probes.corpus import load_documents, make_windows, split_by_document
 from probes.evaluate import next_token_losses
 from probes.models import load_plain_model
-from probes.myopic import bigram
 from probes.results import RESULT_COLUMNS
-from tests.test_train import (  # noqa: F401 (one_thread: an autouse fixture)
+from probes.training.myopic import bigram
+from tests.training.test_train import (  # noqa: F401 (one_thread: an autouse fixture)
     SEQ,
     error_lines,
     one_thread,
