@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -73,35 +72,3 @@ def sha256_files(paths: Iterable[str | os.PathLike[str]]) -> str:
         digest.update(Path(path).name.encode())
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
-
-
-def claim_folder(folder: Path, marker: str, identity: Any, what: str, overwrite: bool) -> bool:
-    """Make `folder` the home of the run named by `identity` (kept in `folder/marker`).
-
-    Returns True when the folder already holds this very run (the caller resumes it). A folder holding
-    another run, or other files, is refused with one line unless `overwrite`, which empties it first.
-    Otherwise the folder is created and the marker written.
-    """
-    from probes.errors import UsageError
-
-    marker_path = folder / marker
-    if marker_path.exists():
-        try:
-            existing = read_json(marker_path)
-        except (OSError, ValueError):
-            existing = None
-        stored = existing.get("identity", existing) if isinstance(existing, dict) else existing
-        if stored == identity:
-            return True
-        if not overwrite:
-            raise UsageError(f"{folder} holds {what} of another run; use --overwrite or another --out")
-        shutil.rmtree(folder)
-    elif folder.exists() and any(folder.iterdir()):
-        if not overwrite:
-            raise UsageError(f"{folder} is not empty and holds no {what}; use --overwrite or another --out")
-        shutil.rmtree(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {folder}: {error.strerror}") from None
-    return False

@@ -119,7 +119,7 @@ def _tokenize(documents: Sequence[Document], tokenizer: PreTrainedTokenizerBase)
 
 
 def split_by_document(
-    windows: TokenWindows, test_fraction: float = 0.2, seed: int = 0
+    windows: TokenWindows, test_fraction: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train and test window indices (sorted), with every document wholly on one side.
 

@@ -191,7 +191,7 @@ def test_split_always_has_both_sides(tokenizer: PreTrainedTokenizerBase) -> None
 def test_split_needs_two_documents(tokenizer: PreTrainedTokenizerBase) -> None:
     windows = make_windows(synthetic_documents(1), tokenizer, 8)
     with pytest.raises(UsageError, match="at least 2 documents"):
-        split_by_document(windows)
+        split_by_document(windows, 0.2)
 
 
 def _sides(windows: TokenWindows, train: np.ndarray, test: np.ndarray) -> dict[str, str]:
