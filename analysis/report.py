@@ -1,9 +1,9 @@
 """The HTML report: one self-contained file (figures embedded as PNG data URIs, no script, no request).
 
-`write_report(out, subjects, comparison)` renders `out/report.html` from loaded runs and, when given, a
-vanilla/myopic comparison. `report_from_paths` regenerates it from result folders, as
-`probe-future report RUN... --out DIR` does: the runs are grouped by model kind, and a vanilla and a myopic
-model among them are compared; a single probe run gets a report of its own.
+`write_report(out, subjects, comparison)` renders `out/report.html` from loaded runs (`probes.runs`) and,
+when given, a vanilla/myopic comparison (`analysis.comparison`). `report_from_paths` regenerates it from
+result folders, as `probe-future report RUN... --out DIR` (`COMMAND`) does: the runs are grouped by model
+kind, and a vanilla and a myopic model among them are compared; a single probe run gets a report of its own.
 Every string that comes from data or arguments goes through Jinja's autoescaping.
 """
 
@@ -22,21 +22,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from simple_parsing import field
 
-from analysis.compare import (
-    BASELINE_NAMES,
-    PROBE_NAMES,
+from analysis.comparison import (
     ROLE_OF_KIND,
     Comparison,
-    Run,
     Subject,
+    check_n_boot,
     compare,
     document_gaps,
-    find_runs,
-    prepare_out,
+    window_losses,
 )
+from probes.config import Command
 from probes.errors import UsageError
 from probes.io import atomic_write_text, read_json
+from probes.runs import BASELINES, CONTROL_KIND, PROBES, Run, find_runs
 from probes.stats import bootstrap_mean_ci
 from probes.synthetic.results import headlines
 
@@ -97,7 +97,7 @@ def probe_sets(subjects: Sequence[Subject]) -> list[ProbeSet]:
 
 
 def main_probe(frame: pd.DataFrame) -> str | None:
-    present = [name for name in PROBE_NAMES if (frame["probe"] == name).any()]
+    present = [name for name in PROBES if (frame["probe"] == name).any()]
     return present[0] if present else None
 
 
@@ -163,7 +163,7 @@ def tau_figure(sets: Sequence[ProbeSet]) -> tuple[str | None, list[tuple[str, in
         ax.errorbar(series.index, series.to_numpy(), marker="o", label=_plain(label), color=COLORS.get(role or ""))
     frame = sets[0].frame
     token = frame[(frame["metric"] == "top1") & (frame["target"] == "token")]
-    for name, style in zip(BASELINE_NAMES, ("--", ":"), strict=True):
+    for name, style in zip(BASELINES, ("--", ":"), strict=True):
         rows = token[token["probe"] == name].sort_values("tau")
         if len(rows):
             ax.plot(rows["tau"].astype(int), rows["value"], style, color="black", label=f"{name} baseline")
@@ -179,8 +179,6 @@ def tau_figure(sets: Sequence[ProbeSet]) -> tuple[str | None, list[tuple[str, in
 
 def position_curves(run: Run, n_boot: int, seed: int) -> pd.DataFrame:
     """Mean loss by position with document-bootstrap intervals, from the run's per-window losses."""
-    from analysis.compare import window_losses
-
     table = window_losses(run)
     point, low, high = bootstrap_mean_ci(table.losses, table.docs, n_boot=n_boot, seed=seed)
     return pd.DataFrame({"position": np.arange(len(point)), "value": point, "ci_low": low, "ci_high": high})
@@ -374,7 +372,7 @@ def _run_limitations(run: Run) -> list[str]:
     notes = []
     name = _short_name(run.model)
     kinds = set(run.results["kind"].dropna().astype(str))
-    if run.kind == "random-init" or "random-init" in kinds:
+    if run.kind == CONTROL_KIND or CONTROL_KIND in kinds:
         notes.append(
             f"{name}: random-init models are untrained; what a probe finds there is what any network passes "
             "through, a control rather than evidence about planning."
@@ -508,6 +506,19 @@ def render(subjects: Sequence[Subject], comparison: Comparison | None, n_boot: i
     return _environment().get_template("report.html.j2").render(**context(subjects, comparison, n_boot, seed))
 
 
+def prepare_out(out: Path) -> None:
+    """Create the output folder now, so an unwritable --out fails before any work."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"cannot write to --out {out}: {error.strerror or type(error).__name__}") from None
+
+
 def write_report(
     out: str | Path, subjects: Sequence[Subject], comparison: Comparison | None = None, n_boot: int | None = None
 ) -> Path:
@@ -575,3 +586,28 @@ def report_from_paths(paths: Sequence[str], out: str | Path, n_boot: int = 1000,
         comparison = compare(roles, n_boot=n_boot, seed=seed)
     prepare_out(Path(out))
     return write_report(out, subjects, comparison, n_boot=n_boot)
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+@dataclass(kw_only=True)
+class ReportConfig:
+    runs: list[str] = field(positional=True, nargs="+", metavar="RUN")
+    """probe, eval, synthetic or comparison folders"""
+    out: str = field(required=True)
+    """folder that receives report.html"""
+    n_boot: int = 1000
+    """bootstrap resamples over test documents"""
+    seed: int = 0
+    """seed of the bootstrap"""
+
+
+def run_report_command(config: ReportConfig) -> int:
+    check_n_boot(config.n_boot)
+    path = report_from_paths(config.runs, config.out, n_boot=config.n_boot, seed=config.seed)
+    print(f"report: {path}")
+    return 0
+
+
+COMMAND = Command(ReportConfig, run_report_command, help="regenerate the HTML report from result folders")

@@ -25,7 +25,9 @@ from typing import Any
 from probes.synthetic.attention import attention_by_distance, profile_text
 from probes.synthetic.model import load_model_folder
 from probes.synthetic.results import headlines
-from probes.synthetic.run import PRESETS, SyntheticSettings, resolve, run_synthetic, train_synthetic
+from probes.synthetic.run import run_synthetic
+from probes.synthetic.settings import PRESETS, SyntheticConfig, resolve
+from probes.synthetic.training import train_synthetic
 
 SEED = 0
 # (mode, knobs on top of the cpu preset at shift 0, optionally "seed"); the first is the preset's own schedule.
@@ -60,9 +62,10 @@ def split_seed(knobs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return given.pop("seed", SEED), given
 
 
-def settings_of(mode: str, knobs: dict[str, Any]) -> SyntheticSettings:
+def config_of(mode: str, knobs: dict[str, Any], folder: str | Path) -> SyntheticConfig:
+    """The variant as a `probe-future synthetic` config: the cpu preset at shift 0 with its knobs."""
     seed, given = split_seed(knobs)
-    return resolve(mode, "cpu", seed, shift=0, **given)
+    return SyntheticConfig(out=str(folder), mode=mode, preset="cpu", seed=seed, shift=0, progress=False, **given)
 
 
 def train_one(mode: str, knobs: dict[str, Any], folder: str) -> float:
@@ -70,17 +73,18 @@ def train_one(mode: str, knobs: dict[str, Any], folder: str) -> float:
     import torch
 
     torch.set_num_threads(1)
-    return float(train_synthetic(settings_of(mode, knobs), folder, progress=False)["wall_seconds"])
+    settings = resolve(config_of(mode, knobs, folder))
+    return float(train_synthetic(settings, folder, progress=False)["wall_seconds"])
 
 
 def describe(mode: str, knobs: dict[str, Any], folder: Path, wall: float) -> list[str]:
-    seed, given = split_seed(knobs)
-    frame = run_synthetic(folder, mode=mode, preset="cpu", seed=seed, progress=False, shift=0, **given)
+    config = config_of(mode, knobs, folder)
+    frame = run_synthetic(config)
     rows = {row.label: row for row in headlines(frame, "huber")}
     model = rows[mode]
     loss, low, high = model.loss
-    spec = settings_of(mode, knobs).spec
-    profile = attention_by_distance(load_model_folder(folder), spec, seed=seed)
+    spec = resolve(config).spec
+    profile = attention_by_distance(load_model_folder(folder), spec, seed=config.seed)
     return [
         f"## {flags(mode, knobs)}",
         f"test Huber {loss:.4f} [{low:.4f}, {high:.4f}] = {model.loss_ratio:.3f}× predict-0 "

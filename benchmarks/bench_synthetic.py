@@ -24,11 +24,13 @@ from typing import Any
 import pandas as pd
 
 from probes.io import read_json
+from probes.runs import TRAINING_FILE
 from probes.synthetic.attention import attention_by_distance, profile_text, window_share
 from probes.synthetic.model import load_model_folder
 from probes.synthetic.results import PREDICT_0, headlines
-from probes.synthetic.run import COMPARE_MODES, PRESETS, is_trained, resolve, run_synthetic_compare
-from probes.training.lm import TRAINING_FILE
+from probes.synthetic.run import run_synthetic_compare
+from probes.synthetic.settings import COMPARE_MODES, PRESETS, SyntheticConfig, resolve
+from probes.synthetic.training import is_trained
 
 GOALS = "vanilla ≤ 0.10× baseline, myopic ≥ 0.85× baseline; final-layer R²(y): vanilla ≥ 0.9, myopic ≤ 0.2"
 LOOKBACKS = (0, 1, 2, 5, 9, 10, 11, 15, 20)
@@ -57,9 +59,9 @@ def training_walls(folder: Path) -> str:
     return f"{each}; the pair together {max(walls.values()):.0f} s"
 
 
-def attention_lines(folder: Path, knobs: dict[str, Any], seed: int) -> list[str]:
+def attention_lines(config: SyntheticConfig) -> list[str]:
     """Each head's share of attention on the target window, per block, and the last block's profile by distance."""
-    spec = resolve("vanilla", "cpu", seed, **knobs).spec
+    folder, seed, spec = Path(config.out), config.seed, resolve(config, "vanilla").spec
     lines = ["attention share on the window (distances s..s+W−1), per head:"]
     for mode in COMPARE_MODES:
         profile = attention_by_distance(load_model_folder(folder / mode), spec, seed=seed)
@@ -75,7 +77,8 @@ def run_case(label: str, work: Path, seed: int, **knobs: Any) -> list[str]:
     before = load()
     trained_now = not all(is_trained(folder / mode) for mode in COMPARE_MODES)
     started = time.perf_counter()
-    frame = run_synthetic_compare(folder, preset="cpu", seed=seed, progress=False, **knobs)
+    config = SyntheticConfig(out=str(folder), compare=True, preset="cpu", seed=seed, progress=False, **knobs)
+    frame = run_synthetic_compare(config)
     wall = time.perf_counter() - started
     metric = "huber_over_p" if knobs.get("p", 1.0) < 1.0 else "huber"
     rows = {row.label: row for row in headlines(frame, metric)}
@@ -95,7 +98,7 @@ def run_case(label: str, work: Path, seed: int, **knobs: Any) -> list[str]:
     for kind in ("vanilla", "myopic", "random-init"):
         value, low, high = rows[kind].r2_y
         lines.append(f"final-layer ridge R²(y) {kind}: {value:.3f} [{low:.3f}, {high:.3f}]")
-    lines += attention_lines(folder, knobs, seed)
+    lines += attention_lines(config)
     lines += ["", "R² for sin(f·x[n−i]) by layer × look-back i:", lookback_table(frame), ""]
     lines += ["R² for the window sum and y by layer:", window_sum_table(frame), ""]
     return lines

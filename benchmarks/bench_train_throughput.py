@@ -3,7 +3,7 @@
 Three arms train identical copies of the same randomly initialised GPT-2 (4 layers, d 256, 4 heads, the GPT-2
 vocabulary) on 64-token windows, batch 8, AdamW with the same settings:
 
-- `ours-vanilla`: `probes.train.train_step` (batch gather, forward, loss, backward, clipping, finite-loss check,
+- `ours-vanilla`: `probes.training.lm.train_step` (batch gather, forward, loss, backward, clipping, finite-loss check,
   optimizer and scheduler step) plus the loop's per-step logging (a metrics.jsonl line and a progress-bar update);
 - `hf-plain`: `model(input_ids, labels=input_ids).loss.backward(); optimizer.step(); optimizer.zero_grad()`;
 - `ours-myopic`: the first arm inside `gradient_mode(model, "myopic")`.
@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from probes.training.lm import MetricsLog, Run, TrainConfig, build_run, init_distributed, make_optimizer, train_step
+from probes.training.lm import Run, TrainConfig, build_run, train_step
+from probes.training.loop import MetricsLog, init_distributed, make_optimizer
 from probes.training.myopic import gradient_mode
 
 SEQ, BATCH = 64, 8

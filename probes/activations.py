@@ -15,7 +15,6 @@ Layout of a store folder:
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,17 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from simple_parsing import field
 from tqdm.auto import tqdm
 
 from probes import __version__
-from probes.corpus import TokenWindows
+from probes.config import Command, DataFlags, Flags, ModelFlags, OutputFlags, ProgressFlag
+from probes.corpus import TokenWindows, load_documents, make_windows
 from probes.errors import UsageError
-from probes.io import atomic_write, atomic_write_json, claim_folder, read_json
-from probes.models import LoadedModel
+from probes.io import atomic_write, atomic_write_json, read_json
+from probes.models import LoadedModel, load_model
+from probes.runs import claim_folder
+from probes.specs import layer_spec, parse_layers
 
 STORE_FORMAT = 1
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -56,6 +59,32 @@ class StoreSettings:
             raise UsageError("--batch-size must be at least 1")
         if self.shard_windows < self.batch_size or self.shard_windows % self.batch_size:
             raise UsageError("shard size must be a positive multiple of --batch-size")
+
+
+@dataclass(kw_only=True)
+class StoreFlags(Flags):
+    """What the store keeps and how it is written: shared by `extract` and the probe job."""
+
+    layers: str = "all"
+    """all | 0..12 | 0,6,12 (0 = embeddings)"""
+    dtype: str = field(default="float16", choices=tuple(DTYPES))
+    """stored precision"""
+    batch_size: int = 8
+    """windows per forward pass"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.layers = layer_spec(self.layers)
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1; got {self.batch_size}")
+
+
+@dataclass(kw_only=True)
+class ExtractConfig(ProgressFlag, OutputFlags, StoreFlags, DataFlags, ModelFlags):
+    """`probe-future extract`: the activation store of a model on a corpus."""
+
+    out: str = field(required=True)
+    """folder of the activation store"""
 
 
 def store_identity(model: LoadedModel, windows: TokenWindows, settings: StoreSettings) -> dict[str, Any]:
@@ -215,23 +244,18 @@ class ActivationStore:
         return torch.cat([handle.get_tensor("model_pred") for handle in self._shards()])
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from probes.config import add_data_args, add_model_args, add_store_args
-
-    parser = subparsers.add_parser("extract", help="write the activation store for a model and corpus")
-    add_model_args(parser)
-    add_data_args(parser)
-    add_store_args(parser)
-    parser.add_argument("--out", required=True, help="folder of the activation store")
-    parser.set_defaults(func=run_extract)
-
-
-def run_extract(args: argparse.Namespace) -> int:
-    from probes.config import load_windows_for, store_settings_from
-    from probes.models import load_model  # noqa: I001
-
-    model = load_model(args.model, args.device)
-    windows = load_windows_for(args, model.tokenizer)
-    store = extract(model, windows, args.out, store_settings_from(args, model.n_layers), overwrite=args.overwrite)
+def run_extract(config: ExtractConfig) -> int:
+    model = load_model(config.model, config.device)
+    documents = load_documents(config.data)
+    windows = make_windows(documents, model.tokenizer, config.seq_len, max_tokens=config.max_tokens, seed=config.seed)
+    layers = parse_layers(config.layers, model.n_layers)
+    shard_windows = max(config.batch_size, (64 // config.batch_size) * config.batch_size)
+    settings = StoreSettings(
+        layers=layers, dtype=config.dtype, batch_size=config.batch_size, shard_windows=shard_windows
+    )
+    store = extract(model, windows, config.out, settings, overwrite=config.overwrite, progress=config.progress)
     print(f"activation store: {store.folder} ({len(store.windows)} windows, layers {store.layers})")
     return 0
+
+
+COMMAND = Command(ExtractConfig, run_extract, help="write the activation store for a model and corpus")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import simple_parsing
+from simple_parsing.help_formatter import SimpleHelpFormatter
 from simple_parsing.wrappers.field_wrapper import DashVariant
 
 from probes.config import Command
@@ -36,12 +37,24 @@ CONFIG_DEST = "config"
 C = TypeVar("C")
 
 
+class HelpFormatter(SimpleHelpFormatter):
+    """simple-parsing's help, without a "(default: ...)" where there is none or the help already says it."""
+
+    def _get_help_string(self, action: Any) -> str | None:
+        help_text = action.help or ""
+        if "default" in help_text or action.default is None or action.required:
+            return help_text
+        return super()._get_help_string(action)
+
+
 class OneLineParser(simple_parsing.ArgumentParser):
     """Flags from dataclasses; errors as a single line (and exit 2), as every probe-future error is."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("add_option_string_dash_variants", DashVariant.DASH)
         kwargs.setdefault("add_config_path_arg", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # `eval --mode` must not be read as `--model`
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]

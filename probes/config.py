@@ -22,8 +22,15 @@ DEFAULT_SEQ_LEN = 64  # the paper's window length
 DEFAULT_MAX_TOKENS = 20_000
 
 
+class Flags:
+    """Base of every ingredient: each checks its own fields in `__post_init__` and passes on to the next."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
 @dataclass(kw_only=True)
-class ModelFlags:
+class ModelFlags(Flags):
     model: str = field(required=True)
     """hub name (gpt2, EleutherAI/pythia-70m, ...) or a local model folder"""
     device: str = field(default="auto", choices=DEVICES)
@@ -31,7 +38,7 @@ class ModelFlags:
 
 
 @dataclass(kw_only=True)
-class DataFlags:
+class DataFlags(Flags):
     data: str = "bundled"
     """bundled | a .txt file | a folder of .txt files | a .jsonl with a 'text' field | a hub dataset"""
     seq_len: int = DEFAULT_SEQ_LEN
@@ -41,9 +48,18 @@ class DataFlags:
     seed: int = 0
     """seed for sampling, splits, fits and bootstraps"""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.seq_len is not None and self.seq_len < 2:
+            raise UsageError(f"--seq-len must be at least 2; got {self.seq_len}")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise UsageError(f"--max-tokens must be positive; got {self.max_tokens}")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed must be between 0 and 2**32 - 1; got {self.seed}")
+
 
 @dataclass(kw_only=True)
-class OutputFlags:
+class OutputFlags(Flags):
     out: str = field(required=True)
     """the run folder"""
     overwrite: bool = False
@@ -51,7 +67,7 @@ class OutputFlags:
 
 
 @dataclass(kw_only=True)
-class ProgressFlag:
+class ProgressFlag(Flags):
     progress: bool = field(default=True, cmd=False)
     """progress bars (Python API only; the command line always shows them)"""
 

@@ -12,15 +12,16 @@ Steps (each writes its own folder under --out and is skipped when a previous run
 3. `{vanilla,myopic,bigram}/eval/`: held-out loss by position (`probe-future eval`);
 4. `{vanilla,myopic}/probe/`: future-token probes at tau = 1..5 (`probe-future probe`), with a random-init control;
 5. `comparison.csv` and `report.html`: the myopia gap, the pre-caching share and the probe deltas with
-   bootstrap intervals (`analysis/compare.py`), and the HTML report, synthetic task included.
+   bootstrap intervals, and the HTML report, synthetic task included (`probe-future compare`).
 
+Each step builds its stage's config (the same object the stage's flags make) and runs the stage; the comparison
+is reached through the subcommand table (`probes.cli.load_command`), as `probes` never imports `analysis`.
 Independent steps run side by side in single-thread worker processes (on few cores that is faster than one
 process with several threads). An interrupted demo continues where it stopped when rerun.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -31,11 +32,15 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import simple_parsing
+
+from probes.config import Command
 from probes.errors import UsageError
 
 DEFAULT_OUT = Path("reports") / "demo"
 NL_MODES = ("vanilla", "myopic", "bigram")
 PROBED_MODES = ("vanilla", "myopic")
+PROBE_TAUS = (1, 2, 3, 4, 5)
 REPORT_MARK = ".report-done"
 SYNTHETIC_MARK = ".demo-done"
 
@@ -56,7 +61,7 @@ class Scale:
     probe_tokens: int  # token budget of the probe job (train and test documents together)
     n_boot: int
     control: bool  # also probe a random-init copy of the vanilla model
-    synthetic: dict[str, Any] = field(default_factory=dict)  # knobs for run_synthetic_compare (preset cpu)
+    synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticConfig fields on top of the cpu preset
     data: str = "bundled"
 
 
@@ -134,6 +139,10 @@ def _finished(folder: Path, *names: str) -> bool:
     return all((folder / name).is_file() for name in names)
 
 
+def synthetic_finished(layout: Layout) -> bool:
+    return (layout.synthetic / SYNTHETIC_MARK).is_file()
+
+
 # ---------------------------------------------------------------------------------------------- steps
 # Each step is a top-level function of picklable arguments: it runs in a worker process. It returns the
 # seconds it spent (0 when it found its work already done).
@@ -158,13 +167,14 @@ def _quiet_worker(threads: int) -> None:
 
 
 def step_synthetic(layout: Layout, scale: Scale, seed: int) -> float:
-    if (layout.synthetic / SYNTHETIC_MARK).is_file():
+    if synthetic_finished(layout):
         return 0.0
-    from probes.synthetic.run import run_synthetic_compare
+    from probes.synthetic import SyntheticConfig, run_synthetic_compare
 
     started = time.perf_counter()
     knobs = {"workers": 1} | scale.synthetic  # this worker is one of the demo's parallel slots
-    run_synthetic_compare(layout.synthetic, preset="cpu", seed=seed, progress=False, **knobs)
+    config = SyntheticConfig(out=str(layout.synthetic), compare=True, preset="cpu", seed=seed, progress=False, **knobs)
+    run_synthetic_compare(config)
     (layout.synthetic / SYNTHETIC_MARK).write_text("finished\n", encoding="utf-8")
     return time.perf_counter() - started
 
@@ -219,14 +229,14 @@ def step_eval(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
 def step_probe(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
     if _finished(layout.probe(mode), "results.parquet", "provenance.json"):
         return 0.0
-    from probes.probing.run import ProbeRunConfig, run_probes
+    from probes.probing.run import ProbeConfig, run_probes
 
     started = time.perf_counter()
-    config = ProbeRunConfig(
+    config = ProbeConfig(
         model=str(layout.model(mode)),
         out=str(layout.probe(mode)),
         data=scale.data,
-        taus="1..5",
+        tau=PROBE_TAUS,
         control="random" if scale.control and mode == "vanilla" else None,
         max_tokens=scale.probe_tokens,
         n_boot=scale.n_boot,
@@ -250,21 +260,20 @@ def step_report(layout: Layout, scale: Scale, seed: int) -> float:
     mark, stamp = layout.out / REPORT_MARK, _inputs_stamp(layout)
     if mark.is_file() and layout.report.is_file() and mark.read_text(encoding="utf-8") == stamp:
         return 0.0
-    from probes.compare_cli import _analysis
+    from probes.cli import load_command
 
-    compare, report = _analysis("compare"), _analysis("report")
     started = time.perf_counter()
-    comparison = compare.run_compare(
-        str(layout.subject("vanilla")),
-        str(layout.subject("myopic")),
-        str(layout.subject("bigram")),
-        layout.out,
+    command = load_command("compare")
+    config = command.config(
+        vanilla=str(layout.subject("vanilla")),
+        myopic=str(layout.subject("myopic")),
+        bigram=str(layout.subject("bigram")),
+        synthetic=str(layout.synthetic) if synthetic_finished(layout) else None,
+        out=str(layout.out),
         n_boot=scale.n_boot,
         seed=seed,
     )
-    finished = (layout.synthetic / SYNTHETIC_MARK).is_file()
-    synthetic = report.group_subjects(compare.find_runs(layout.synthetic)) if finished else []
-    report.write_report(layout.out, subjects=[*comparison.subjects.values(), *synthetic], comparison=comparison)
+    command.run(config)
     mark.write_text(stamp, encoding="utf-8")
     return time.perf_counter() - started
 
@@ -389,22 +398,32 @@ def headline(out: Path) -> str:
     return f"verdict: {verdict.get('label', '?')}: {verdict.get('reason', '')}"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the whole study on the embedded offline default")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where the demo writes (default reports/demo)")
-    parser.add_argument("--scale", default="full", choices=tuple(SCALES), help="full (default) or toy (a minute)")
-    parser.add_argument("--fast", action="store_true", help="same as --scale toy")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the models, the split and the bootstraps")
-    parser.add_argument("--workers", type=int, default=None, help="steps run side by side (default: CPU cores, ≤ 4)")
-    parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic task")
-    parser.set_defaults(func=_run)
+@dataclass(kw_only=True)
+class DemoConfig:
+    """`probe-future demo`: where and at which size to run the whole study; its fields are the command's flags."""
+
+    out: str = str(DEFAULT_OUT)
+    """where the demo writes"""
+    scale: str = simple_parsing.field(default="full", choices=tuple(SCALES))
+    """full, or toy (the same pipeline in about a minute)"""
+    fast: bool = False
+    """same as --scale toy"""
+    seed: int = 0
+    """seed of the models, the split and the bootstraps"""
+    workers: int | None = None
+    """steps run side by side (default: CPU cores, at most 4)"""
+    synthetic: bool = simple_parsing.flag(default=True, negative_option="--no-synthetic")
+    """run the synthetic task (--no-synthetic skips it)"""
 
 
-def _run(args: argparse.Namespace) -> int:
-    scale = "toy" if args.fast else args.scale
-    report = run_demo(Path(args.out), scale, args.seed, args.workers, synthetic=not args.no_synthetic)
+def run_demo_command(config: DemoConfig) -> int:
+    scale = "toy" if config.fast else config.scale
+    report = run_demo(Path(config.out), scale, config.seed, config.workers, synthetic=config.synthetic)
     line = headline(report.parent)
     if line:
         print(line)
     print(f"report: {report.resolve()}")
     return 0
+
+
+COMMAND = Command(DemoConfig, run_demo_command, help="run the whole study on the embedded offline default")

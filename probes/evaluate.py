@@ -15,7 +15,6 @@ the same windows) and `provenance.json`.
 
 from __future__ import annotations
 
-import argparse
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
@@ -25,18 +24,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from tqdm.auto import tqdm
+from simple_parsing import field
+from torch import nn
 
-from probes.config import DEFAULT_MAX_TOKENS, DEFAULT_SEQ_LEN
+from probes.config import DEFAULT_SEQ_LEN, Command, DataFlags, ModelFlags, OutputFlags, ProgressFlag
 from probes.corpus import TokenWindows, load_documents, make_windows, split_by_document
 from probes.errors import UsageError
-from probes.io import atomic_write, atomic_write_json, read_json
+from probes.io import atomic_write, atomic_write_json
 from probes.models import PlainModel, load_plain_model
+from probes.runs import TEST_FRACTION, training_record
+from probes.training.losses import window_losses
 
 FORWARD_MODES = ("auto", "vanilla", "bigram")
-DEFAULT_TEST_FRACTION = 0.2
 
 
 def forward_context(model: nn.Module, mode: str) -> AbstractContextManager[Any]:
@@ -49,44 +48,28 @@ def forward_context(model: nn.Module, mode: str) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def next_token_losses(logits: Tensor, tokens: Tensor) -> Tensor:
-    """(B, T-1) cross-entropy in nats of predicting tokens[:, p+1] from the logits at position p."""
-    batch, seq_len, vocab = logits.shape
-    # Shift the targets rather than slice the logits: slicing copies the (B, T, V) logits, forward and backward.
-    targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
-    losses = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1), reduction="none")
-    return losses.view(batch, seq_len)[:, :-1]
-
-
-@torch.no_grad()
-def window_losses(
-    model: nn.Module, tokens: Tensor, batch_size: int, device: torch.device, progress: bool = False
-) -> np.ndarray:
-    """(n_windows, T-1) float64 next-token losses of `model` (its current forward) on `tokens`."""
-    rows = []
-    for lo in tqdm(range(0, len(tokens), batch_size), desc="eval", unit="batch", disable=not progress):
-        batch = tokens[lo : lo + batch_size].to(device)
-        logits = model(input_ids=batch).logits
-        rows.append(next_token_losses(logits, batch).double().cpu())
-    return torch.cat(rows).numpy() if rows else np.zeros((0, tokens.shape[1] - 1))
-
-
 # ---------------------------------------------------------------------------------------------- settings
 
 
-@dataclass
-class EvalConfig:
-    model: str
-    out: str
-    data: str | None = None  # None: the checkpoint's training data, else "bundled"
+@dataclass(kw_only=True)
+class EvalConfig(ModelFlags, DataFlags, OutputFlags, ProgressFlag):
+    """The flags of `probe-future eval`. Data, seq_len and seed of None mean the values a checkpoint trained
+    here was trained with (for any other model: bundled, 64 and 0)."""
+
+    data: str | None = None
+    """bundled | a .txt file | a folder of .txt files | a .jsonl | a hub dataset (default: the training data)"""
     seq_len: int | None = None
-    max_tokens: int | None = DEFAULT_MAX_TOKENS
+    """window length in tokens (default: a trained checkpoint's training value, else 64)"""
     seed: int | None = None
-    mode: str = "auto"
+    """seed for sampling, the document split and bootstraps (default: a trained checkpoint's, else 0)"""
+    overwrite: bool = field(default=False, cmd=False)
+    """not a flag of eval, which rewrites its own files on every run"""
+    forward: str = field(default="auto", choices=FORWARD_MODES)
+    """auto (bigram for a bigram checkpoint, else vanilla) | vanilla | bigram"""
     batch_size: int = 8
+    """windows per forward pass"""
     n_boot: int = 1000
-    device: str = "auto"
-    progress: bool = True
+    """bootstrap resamples over windows"""
 
 
 @dataclass(frozen=True)
@@ -101,20 +84,9 @@ class EvalSettings:
     n_train: int | None
 
 
-def training_record(model_spec: str) -> dict[str, Any] | None:
-    path = Path(model_spec).expanduser() / "training.json"
-    if not path.is_file():
-        return None
-    try:
-        record = read_json(path)
-    except (OSError, ValueError):
-        raise UsageError(f"{path} is not valid JSON") from None
-    return record if isinstance(record, dict) else None
-
-
 def resolve_eval(config: EvalConfig) -> EvalSettings:
-    if config.mode not in FORWARD_MODES:
-        raise UsageError(f"unknown --mode {config.mode!r}; choose one of {', '.join(FORWARD_MODES)}")
+    if config.forward not in FORWARD_MODES:
+        raise UsageError(f"unknown --forward {config.forward!r}; choose one of {', '.join(FORWARD_MODES)}")
     if config.batch_size < 1:
         raise UsageError("--batch-size must be positive")
     if config.n_boot < 200:
@@ -124,7 +96,7 @@ def resolve_eval(config: EvalConfig) -> EvalSettings:
     record = training_record(config.model) or {}
     data_info = record.get("data_info", {})
     kind = str(record.get("mode", "pretrained"))
-    forward = config.mode if config.mode != "auto" else ("bigram" if kind == "bigram" else "vanilla")
+    forward = config.forward if config.forward != "auto" else ("bigram" if kind == "bigram" else "vanilla")
     seq_len = config.seq_len if config.seq_len is not None else int(data_info.get("seq_len", DEFAULT_SEQ_LEN))
     if seq_len < 2:
         raise UsageError("--seq-len must be at least 2")
@@ -133,7 +105,7 @@ def resolve_eval(config: EvalConfig) -> EvalSettings:
         seq_len=seq_len,
         max_tokens=config.max_tokens,
         seed=config.seed if config.seed is not None else int(data_info.get("seed", 0)),
-        test_fraction=float(data_info.get("test_fraction", DEFAULT_TEST_FRACTION)),
+        test_fraction=float(data_info.get("test_fraction", TEST_FRACTION)),
         forward=forward,
         kind=kind,
         n_train=data_info.get("n_train_windows"),
@@ -262,43 +234,15 @@ def _write_provenance(
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from probes.config import add_data_args, add_model_args
-
-    parser = subparsers.add_parser("eval", help="held-out cross-entropy of a model, overall and by position")
-    add_model_args(parser)
-    add_data_args(parser)
-    parser.set_defaults(data=None, seq_len=None, seed=None)
-    for flag in ("--data", "--seq-len", "--seed"):
-        action = parser._option_string_actions[flag]
-        action.help = f"{action.help} (default for a trained checkpoint: its training value)"
-    parser.add_argument(
-        "--mode", default="auto", help="forward: auto (bigram for a bigram checkpoint, else vanilla) | vanilla | bigram"
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over windows")
-    parser.add_argument("--out", required=True, help="folder for results.csv/.parquet, per_window.parquet")
-    parser.set_defaults(func=run_eval_command)
-
-
-def run_eval_command(args: argparse.Namespace) -> int:
-    config = EvalConfig(
-        model=args.model,
-        out=args.out,
-        data=args.data,
-        seq_len=args.seq_len,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-        mode=args.mode,
-        batch_size=args.batch_size,
-        n_boot=args.n_boot,
-        device=args.device,
-    )
+def run_eval_command(config: EvalConfig) -> int:
     results = evaluate(config)
     overall = results[results["position"].isna()].iloc[0]
     print(
         f"held-out cross-entropy: {overall['value']:.4f} nats "
         f"[{overall['ci_low']:.4f}, {overall['ci_high']:.4f}] over {overall['n_test']} windows "
-        f"({overall['forward']} forward); results: {Path(args.out) / 'results.csv'}"
+        f"({overall['forward']} forward); results: {Path(config.out) / 'results.csv'}"
     )
     return 0
+
+
+COMMAND = Command(EvalConfig, run_eval_command, help="held-out cross-entropy of a model, overall and by position")

@@ -44,7 +44,7 @@ def tau_spec(spec: str | int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     if not taus:
         raise UsageError("empty tau specification")
     if taus[0] < 1:
-        raise UsageError(f"tau must be at least 1; got {taus[0]}")
+        raise UsageError(f"tau must satisfy 1 <= tau < seq-len; got {taus[0]}")
     return taus
 
 
@@ -58,6 +58,13 @@ def check_taus(taus: tuple[int, ...], seq_len: int) -> tuple[int, ...]:
 
 def parse_taus(spec: str | tuple[int, ...], seq_len: int) -> tuple[int, ...]:
     return check_taus(tau_spec(spec), seq_len)
+
+
+def layer_spec(spec: str) -> str:
+    """The canonical form of a layer spec: `all`, or the layers as `0,1,2` (so equal specs name one run)."""
+    if spec.strip().lower() == "all":
+        return "all"
+    return ",".join(str(layer) for layer in parse_int_spec(spec, "layer"))
 
 
 def parse_layers(spec: str, n_layers: int) -> tuple[int, ...]:

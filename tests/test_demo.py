@@ -65,6 +65,14 @@ def test_rerun_skips_finished_steps(toy_demo: Path, toy_scale, capsys: pytest.Ca
     assert (toy_demo / "report.html").stat().st_mtime_ns == before
 
 
+def test_flags_build_the_demo_config() -> None:
+    assert cli.SUBCOMMANDS["demo"] == "probes.demo:COMMAND"
+    parser = cli.build_parser("demo")
+    config = getattr(parser.parse_args(["demo", "--fast", "--no-synthetic", "--workers", "2"]), cli.CONFIG_DEST)
+    assert (config.fast, config.synthetic, config.workers, config.out) == (True, False, 2, "reports/demo")
+    assert getattr(parser.parse_args(["demo"]), cli.CONFIG_DEST).synthetic is True
+
+
 def test_refuses_a_folder_of_other_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.txt").write_text("mine\n")
     assert cli.main(["demo", "--fast", "--out", str(tmp_path), "--no-synthetic"]) == 2

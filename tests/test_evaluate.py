@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from probes.corpus import load_documents, make_windows, split_by_document
-from probes.evaluate import next_token_losses
+from probes.errors import UsageError
+from probes.evaluate import EvalConfig, resolve_eval
 from probes.models import load_plain_model
 from probes.results import RESULT_COLUMNS
+from probes.training.losses import next_token_losses
 from probes.training.myopic import bigram
 from tests.training.test_train import (  # noqa: F401 (one_thread: an autouse fixture)
     SEQ,
@@ -94,7 +96,7 @@ def test_scores_only_the_documents_held_out_in_training(checkpoints, corpus, tmp
 def test_bigram_checkpoint_is_scored_with_the_bigram_forward(checkpoints, corpus, tmp_path, capsys) -> None:
     auto, vanilla = tmp_path / "auto", tmp_path / "vanilla"
     assert run_cli(eval_args(checkpoints["bigram"], auto), capsys)[0] == 0
-    assert run_cli(eval_args(checkpoints["bigram"], vanilla, "--mode", "vanilla"), capsys)[0] == 0
+    assert run_cli(eval_args(checkpoints["bigram"], vanilla, "--forward", "vanilla"), capsys)[0] == 0
     first = pd.read_parquet(auto / "results.parquet")
     second = pd.read_parquet(vanilla / "results.parquet")
     assert set(first["forward"]) == {"bigram"} and set(second["forward"]) == {"vanilla"}
@@ -123,7 +125,7 @@ def test_pretrained_model_needs_only_data(tiny_gpt2_dir, corpus, tmp_path, capsy
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
-        (["--mode", "myopic-ish"], "unknown --mode"),
+        (["--forward", "myopic-ish"], "argument --forward: invalid choice: 'myopic-ish'"),
         (["--seq-len", "64"], "fewer than --seq-len"),
         (["--n-boot", "10"], "--n-boot must be at least 200"),
         (["--data", "/no/such/corpus"], "data not found"),
@@ -134,6 +136,11 @@ def test_bad_input_is_one_line(extra, fragment, checkpoints, tmp_path, capsys) -
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert fragment in lines[0], lines[0]
+
+
+def test_python_api_checks_the_forward_mode(tmp_path) -> None:
+    with pytest.raises(UsageError, match="unknown --forward"):
+        resolve_eval(EvalConfig(model=str(tmp_path), out=str(tmp_path / "eval"), forward="myopic-ish"))
 
 
 def test_missing_model_is_one_line(tmp_path, capsys) -> None:

@@ -118,9 +118,7 @@ def _tokenize(documents: Sequence[Document], tokenizer: PreTrainedTokenizerBase)
 # ---------------------------------------------------------------------------------------------- split
 
 
-def split_by_document(
-    windows: TokenWindows, test_fraction: float, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def split_by_document(windows: TokenWindows, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Train and test window indices (sorted), with every document wholly on one side.
 
     A document's side depends only on (seed, its name), so it does not move when the window subset changes.

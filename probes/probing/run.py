@@ -10,102 +10,81 @@ finish, and a rerun with the same arguments reuses both and writes identical num
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from simple_parsing import field
 from tqdm.auto import tqdm
 
-from probes.activations import ActivationStore, StoreSettings, extract
-from probes.config import DEFAULT_MAX_TOKENS, DEFAULT_SEQ_LEN, add_data_args, add_model_args
+from probes.activations import ActivationStore, StoreFlags, StoreSettings, extract
+from probes.config import Command, DataFlags, ModelFlags, OutputFlags, ProgressFlag, choose, names
 from probes.corpus import TokenWindows, load_documents, make_windows, split_by_document
 from probes.errors import UsageError
-from probes.io import atomic_write, atomic_write_json, claim_folder, read_json
+from probes.io import atomic_write, atomic_write_json
 from probes.models import LoadedModel, load_model, random_init_like
 from probes.probing.baselines import fit_skip_bigram, fit_unigram
-from probes.probing.linear import SoftmaxConfig, fit_lstsq, fit_softmax, lstsq_scores
+from probes.probing.linear import SoftmaxConfig, fit_softmax, lstsq_grid
 from probes.probing.metrics import PairScores, summarise
 from probes.probing.targets import TARGETS, head_labels
 from probes.provenance import provenance
-from probes.results import PER_DOC_FILE, read_results, tidy, write_results
-from probes.specs import parse_layers, parse_taus
+from probes.results import PER_DOC_FILE, tidy, write_results
+from probes.runs import BASELINES, CONTROL_KIND, PROBES, TEST_FRACTION, claim_folder, model_kind
+from probes.specs import check_taus, parse_layers, tau_spec
 
-PROBES = ("softmax", "lstsq")
-BASELINES = ("unigram", "skip_bigram")
 CONTROLS = ("random",)
 
 
-@dataclass
-class ProbeRunConfig:
-    """Everything that defines a probe run; the CLI flags map one to one onto these fields."""
+@dataclass(kw_only=True)
+class ProbeConfig(ProgressFlag, OutputFlags, StoreFlags, DataFlags, ModelFlags):
+    """`probe-future probe`: everything that defines a probe run; its fields are the command's flags."""
 
-    model: str
-    out: str
-    data: str = "bundled"
-    taus: str = "1..5"
-    layers: str = "all"
-    targets: Sequence[str] = TARGETS
-    probes: Sequence[str] = PROBES
+    tau: tuple[int, ...] = field(default=(1, 2, 3, 4, 5), type=tau_spec, nargs=None, metavar="SPEC")
+    """offsets: 1..5 | 1,3,5 | 2 | 1..3,8 (each >= 1, < seq-len)"""
+    target: tuple[str, ...] = field(default=TARGETS, type=names, nargs=None, metavar="NAMES")
+    """token, model, or both (comma-separated)"""
+    probe: tuple[str, ...] = field(default=PROBES, type=names, nargs=None, metavar="NAMES")
+    """softmax, lstsq, or both (comma-separated)"""
     control: str | None = None
-    seq_len: int = DEFAULT_SEQ_LEN
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    test_fraction: float = 0.2
+    """'random': also probe a random-init copy of the model"""
+    test_fraction: float = TEST_FRACTION
+    """share of documents held out for testing"""
     top_k: int = SoftmaxConfig.top_k
+    """softmax classes per head (+ OTHER)"""
     n_boot: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "float16"
-    batch_size: int = 8
-    overwrite: bool = False
-    progress: bool = True
-    softmax: SoftmaxConfig = field(default_factory=SoftmaxConfig)
+    """bootstrap resamples over test documents"""
+    # Annotated Any: simple-parsing resolves every annotation in the modules of the ingredients as well.
+    softmax: Any = field(default_factory=SoftmaxConfig, cmd=False)
+    """the softmax probe's optimiser settings, a SoftmaxConfig (Python API only)"""
 
-    def validate(self) -> None:
-        unknown = [name for name in self.probes if name not in PROBES]
-        if unknown or not self.probes:
-            raise UsageError(f"unknown probe {unknown[0] if unknown else ''!r}: choose from {', '.join(PROBES)}")
-        unknown = [name for name in self.targets if name not in TARGETS]
-        if unknown or not self.targets:
-            raise UsageError(f"unknown target {unknown[0] if unknown else ''!r}: choose from {', '.join(TARGETS)}")
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.tau, self.target, self.probe = tau_spec(self.tau), names(self.target), names(self.probe)
+        choose(self.probe, PROBES, "probe")
+        choose(self.target, TARGETS, "target")
         if self.control is not None and self.control not in CONTROLS:
             raise UsageError(f"unknown control {self.control!r}: choose from {', '.join(CONTROLS)}")
-        if self.seq_len < 2:
-            raise UsageError("--seq-len must be at least 2")
-        if self.max_tokens <= 0:
-            raise UsageError("--max-tokens must be positive")
         if not 0 < self.test_fraction < 1:
             raise UsageError("--test-fraction must be between 0 and 1")
         if self.n_boot < 200:
             raise UsageError("--n-boot must be at least 200")
         if self.top_k < 1:
             raise UsageError("--top-k must be at least 1")
-        parse_taus(self.taus, self.seq_len)
+        check_taus(self.tau, self.seq_len)
 
     def identity(self) -> dict[str, Any]:
         """The settings that change a number in the results (not where or how verbosely it runs)."""
         fields = dataclasses.asdict(self)
         for name in ("out", "overwrite", "progress", "device"):
             fields.pop(name)
-        fields["targets"], fields["probes"] = list(self.targets), list(self.probes)
-        return fields
-
-
-def model_kind(model: LoadedModel) -> str:
-    """vanilla / myopic / ... for checkpoints this toolkit trained; `pretrained` for anything else."""
-    training = Path(model.name).expanduser() / "training.json"
-    if training.is_file():
-        try:
-            return str(read_json(training).get("mode", "trained"))
-        except (OSError, ValueError):
-            return "trained"
-    return "pretrained"
+        return json.loads(json.dumps(fields))  # tuples as lists: the form run.json stores
 
 
 def final_decoder(model: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -173,7 +152,7 @@ class StoreProber:
         self,
         store: ActivationStore,
         model: LoadedModel,
-        config: ProbeRunConfig,
+        config: ProbeConfig,
         kind: str,
         split: tuple[np.ndarray, np.ndarray],
         fits_dir: Path,
@@ -181,12 +160,12 @@ class StoreProber:
         self.store, self.model, self.config, self.kind = store, model, config, kind
         self.fits_dir = fits_dir
         self.seq_len = store.windows.seq_len
-        self.taus = parse_taus(config.taus, self.seq_len)
+        self.taus = check_taus(config.tau, self.seq_len)
         self.train, self.test = split
         self.tokens = torch.from_numpy(store.windows.tokens)
         self.model_pred = store.model_pred()
         self.doc = torch.from_numpy(store.windows.doc_index)
-        self.labels, self.heads = head_labels(self.tokens, self.model_pred, self.taus, list(config.targets))
+        self.labels, self.heads = head_labels(self.tokens, self.model_pred, self.taus, list(config.target))
         self.train_rows = _rows_of(self.train, self.seq_len)
         self.test_rows = _rows_of(self.test, self.seq_len)
         self.doc_rows = self.doc.repeat_interleave(self.seq_len)
@@ -249,9 +228,9 @@ class StoreProber:
     def _layer_rows(self, layer: int, final: torch.Tensor | None) -> list[dict[str, Any]]:
         hidden = self.store.layer(layer)
         rows: list[dict[str, Any]] = []
-        if "softmax" in self.config.probes:
+        if "softmax" in self.config.probe:
             rows += self._softmax_rows(layer, hidden)
-        if "lstsq" in self.config.probes and final is not None:
+        if "lstsq" in self.config.probe and final is not None:
             rows += self._lstsq_rows(layer, hidden, final)
         return rows
 
@@ -272,30 +251,27 @@ class StoreProber:
         return rows
 
     def _lstsq_rows(self, layer: int, hidden: torch.Tensor, final: torch.Tensor) -> list[dict[str, Any]]:
-        decode = final_decoder(self.model)
-        d = hidden.shape[-1]
+        scored = lstsq_grid(
+            hidden[self.train],
+            final[self.train],
+            hidden[self.test],
+            self.tokens[self.test],
+            self.model_pred[self.test],
+            self.taus,
+            final_decoder(self.model),
+            targets=self.config.target,
+        )
         rows: list[dict[str, Any]] = []
-        for tau in self.taus:
-            width = self.seq_len - tau
-            # Input h_t; regression target: the final-layer residual at t + τ - 1, whose decoding is the
-            # model's prediction for position t + τ. Only pairs with t + τ inside the window.
-            X_train = hidden[self.train, :width].reshape(-1, d)
-            R_train = final[self.train, tau - 1 : self.seq_len - 1].reshape(-1, d)
-            lmap = fit_lstsq(X_train, R_train)
-            labels = {}
-            for target in self.config.targets:
-                source = self.tokens[:, tau:] if target == "token" else self.model_pred[:, tau - 1 : self.seq_len - 1]
-                labels[target] = source[self.test].reshape(-1)
-            scored = lstsq_scores(lmap, hidden[self.test, :width].reshape(-1, d), decode, labels)
-            groups = np.repeat(self.store.windows.doc_index[self.test], width)
-            for target, scores in scored.items():
-                base = self._base(layer, tau, target, "lstsq")
-                rows += _score_rows(scores, groups, len(X_train), base, *self._boot())
+        for (tau, target), scores in scored.items():
+            pairs_per_window = self.seq_len - tau  # pairs (t, t + τ) inside one window
+            groups = np.repeat(self.store.windows.doc_index[self.test], pairs_per_window)
+            n_train = len(self.train) * pairs_per_window
+            rows += _score_rows(scores, groups, n_train, self._base(layer, tau, target, "lstsq"), *self._boot())
         return rows
 
     def run(self, layers: Sequence[int], desc: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         parts = [self.baselines()]
-        final = self.store.layer(self.model.n_layers) if "lstsq" in self.config.probes else None
+        final = self.store.layer(self.model.n_layers) if "lstsq" in self.config.probe else None
         for layer in tqdm(layers, desc=desc, unit="layer", disable=not self.config.progress):
             parts.append(self.layer(layer, final))
         return (
@@ -310,18 +286,17 @@ def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
 
 
 def _store_for(
-    model: LoadedModel, windows: TokenWindows, folder: Path, layers: list[int], config: ProbeRunConfig
+    model: LoadedModel, windows: TokenWindows, folder: Path, layers: Sequence[int], config: ProbeConfig
 ) -> ActivationStore:
-    needed = sorted(set(layers) | ({model.n_layers} if "lstsq" in config.probes else set()))
+    needed = sorted(set(layers) | ({model.n_layers} if "lstsq" in config.probe else set()))
     settings = StoreSettings(
         layers=tuple(needed), dtype=config.dtype, batch_size=config.batch_size, shard_windows=8 * config.batch_size
     )
     return extract(model, windows, folder, settings, progress=config.progress)
 
 
-def run_probes(config: ProbeRunConfig, model: LoadedModel | None = None) -> pd.DataFrame:
+def run_probes(config: ProbeConfig, model: LoadedModel | None = None) -> pd.DataFrame:
     """Run the whole probe job and return the results table (also written to `config.out`)."""
-    config.validate()
     started = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(config.out)
@@ -335,9 +310,9 @@ def run_probes(config: ProbeRunConfig, model: LoadedModel | None = None) -> pd.D
     timings["load_seconds"] = time.perf_counter() - started
     _prepare_out(out, identity, config.overwrite)
 
-    subjects: list[tuple[str, LoadedModel, Path]] = [(model_kind(model), model, out)]
+    subjects: list[tuple[str, LoadedModel, Path]] = [(model_kind(model.name), model, out)]
     if config.control == "random":
-        subjects.append(("random-init", random_init_like(model, config.seed), out / "control-random"))
+        subjects.append((CONTROL_KIND, random_init_like(model, config.seed), out / "control-random"))
     frames, doc_frames = [], []
     for kind, subject, folder in subjects:
         mark = time.perf_counter()
@@ -388,58 +363,19 @@ def summary_table(results: pd.DataFrame, target: str = "token") -> pd.DataFrame:
     return best
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "probe", help="future-token probes: how much does layer l at t know about the token at t+tau?"
-    )
-    add_model_args(parser)
-    add_data_args(parser)
-    parser.add_argument("--tau", default="1..5", help="offsets: 1..5 | 1,3,5 | 2 | 1..3,8 (each >= 1, < seq-len)")
-    parser.add_argument("--layers", default="all", help="all | 0..12 | 0,6,12 (0 = embeddings)")
-    parser.add_argument("--target", default="token,model", help="token, model, or both (comma-separated)")
-    parser.add_argument("--probe", default="softmax,lstsq", help="softmax, lstsq, or both (comma-separated)")
-    parser.add_argument("--control", default=None, help="'random': also probe a random-init copy of the model")
-    parser.add_argument("--top-k", type=int, default=SoftmaxConfig.top_k, help="softmax classes per head (+ OTHER)")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of documents held out for testing")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over test documents")
-    parser.add_argument("--dtype", default="float16", choices=("float16", "float32"), help="stored activations")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
-    parser.add_argument("--out", required=True, help="run folder (results, provenance, activations)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run folder written with other settings")
-    parser.set_defaults(func=run_probe_command)
-
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def run_probe_command(args: argparse.Namespace) -> int:
-    config = ProbeRunConfig(
-        model=args.model,
-        out=args.out,
-        data=args.data,
-        taus=args.tau,
-        layers=args.layers,
-        targets=_names(args.target),
-        probes=_names(args.probe),
-        control=args.control,
-        seq_len=args.seq_len,
-        max_tokens=args.max_tokens,
-        test_fraction=args.test_fraction,
-        top_k=args.top_k,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-    )
+def run_probe_command(config: ProbeConfig) -> int:
     results = run_probes(config)
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 160):
         print("top-1 accuracy for the token at t+tau (best probe per cell; 95% CIs in results.csv):")
         print(summary_table(results).to_string())
-    print(f"results: {Path(args.out) / 'results.csv'}")
+    print(f"results: {Path(config.out) / 'results.csv'}")
     return 0
 
 
-__all__ = ["ProbeRunConfig", "run_probes", "summary_table", "read_results"]
+COMMAND = Command(
+    ProbeConfig,
+    run_probe_command,
+    help="future-token probes: how much does layer l at t know about the token at t+tau?",
+)
+
+__all__ = ["COMMAND", "ProbeConfig", "run_probes", "summary_table"]

@@ -1,4 +1,5 @@
-"""analysis/compare.py on small result folders with known answers, shaped like the real stage outputs."""
+"""analysis/compare.py (and the statistics of analysis/comparison.py) on small result folders with known answers,
+shaped like the real stage outputs."""
 
 from __future__ import annotations
 
@@ -12,20 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.compare import (
-    BREADCRUMBS_BELOW,
-    PRECACHING_ABOVE,
-    Z,
-    main,
-    resampled_means,
-    run_compare,
-)
+from analysis.compare import CompareConfig, main, run_compare
+from analysis.comparison import BREADCRUMBS_BELOW, PRECACHING_ABOVE, Z, resampled_means
+from analysis.report import ReportConfig, report_from_paths
 from probes import cli
 from probes.results import RESULT_COLUMNS, write_results
 from probes.stats import bootstrap_weights
 from tests.test_cli_errors import assert_one_line_error, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 N_BOOT = 200
 T = 8  # positions per window (a window of T + 1 tokens)
 
@@ -359,16 +355,7 @@ def test_bad_input_is_one_line(kind: str, fragment: str, pair, tmp_path: Path, c
         assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture()
-def cli_with_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The `compare` / `report` subcommands, whether or not probes/cli.py lists them yet."""
-    entries = [entry for entry in cli.SUBCOMMANDS if entry[0] not in ("compare", "report")]
-    monkeypatch.setattr(
-        cli, "SUBCOMMANDS", [*entries, ("compare", "probes.compare_cli"), ("report", "probes.compare_cli")]
-    )
-
-
-def test_probe_future_compare_and_refusal(cli_with_analysis, pair, tmp_path: Path, capsys) -> None:
+def test_probe_future_compare_and_refusal(pair, tmp_path: Path, capsys) -> None:
     vanilla, myopic = pair
     assert cli.main(["compare", "--vanilla", str(vanilla), "--myopic", str(myopic), "--out", str(tmp_path / "ok")]) == 0
     assert "verdict: inconclusive" in capsys.readouterr().out
@@ -377,14 +364,15 @@ def test_probe_future_compare_and_refusal(cli_with_analysis, pair, tmp_path: Pat
     assert_one_line_error(code, err, "does not exist")
 
 
-def test_register_adds_both_subcommands_once() -> None:
-    from probes.compare_cli import register
-
-    parser = cli.OneLineParser(prog="probe-future")
-    subparsers = parser.add_subparsers(dest="command", parser_class=cli.OneLineParser)
-    register(subparsers)
-    register(subparsers)  # cli.py calls it once per listed name
-    assert sorted(subparsers.choices) == ["compare", "report"]
+def test_both_analysis_subcommands_are_declared() -> None:
+    """`compare` and `report` are listed once in the table, each with flags built from its config dataclass."""
+    assert cli.SUBCOMMANDS["compare"] == "analysis.compare:COMMAND"
+    assert cli.SUBCOMMANDS["report"] == "analysis.report:COMMAND"
+    args = ["compare", "--vanilla", "v", "--myopic", "m", "--synthetic", "s", "--n-boot", "300"]
+    config = cli.build_parser("compare").parse_args(args).config
+    assert config == CompareConfig(vanilla="v", myopic="m", synthetic="s", n_boot=300)
+    config = cli.build_parser("report").parse_args(["report", "a", "b", "--out", "o"]).config
+    assert config == ReportConfig(runs=["a", "b"], out="o")
 
 
 def test_script_runs_from_the_checkout(pair, tmp_path: Path) -> None:
@@ -397,6 +385,47 @@ def test_script_runs_from_the_checkout(pair, tmp_path: Path) -> None:
     missing = [*args[:3], str(tmp_path / "nowhere"), *args[4:]]
     refused = subprocess.run(missing, cwd=ROOT, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    # From any folder, by its path: the script needs no sys.path of its own (the package is installed).
+    script = [sys.executable, str(ROOT / "analysis" / "compare.py"), "--help"]
+    helped = subprocess.run(script, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert helped.returncode == 0 and "--synthetic" in helped.stdout, helped.stderr
+
+
+def write_synthetic_run(folder: Path) -> Path:
+    """A synthetic-task folder: probe R² by layer and look-back for a vanilla and a myopic model."""
+    rows = [
+        {"model": f"syn-{kind}", "kind": kind, "layer": 1, "tau": None, "target": "sin", "probe": "ridge"}
+        | {"metric": "r2", "value": value, "ci_low": value - 0.01, "ci_high": value + 0.01, "lookback": lookback}
+        for kind, scale in (("vanilla", 1.0), ("myopic", 0.0))
+        for lookback in range(4)
+        for value in [scale * float(np.exp(-lookback / 3))]
+    ]
+    write_results(pd.DataFrame(rows), folder)
+    (folder / "provenance.json").write_text(json.dumps({"stage": "synthetic", "data": {"freq": 3.0}}))
+    return folder
+
+
+def test_synthetic_task_is_reported_beside_the_comparison(pair, tmp_path: Path, capsys) -> None:
+    vanilla, myopic = pair
+    synthetic = write_synthetic_run(tmp_path / "synthetic")
+    args = ["--vanilla", str(vanilla), "--myopic", str(myopic), "--synthetic", str(synthetic)]
+    assert main([*args, "--out", str(tmp_path / "out"), "--n-boot", str(N_BOOT)]) == 0
+    assert "verdict:" in capsys.readouterr().out
+    assert "Synthetic task" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    recorded = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert recorded["inputs"]["synthetic"] == str(synthetic)
+    assert str(synthetic) in [path for stages in recorded["input_runs"].values() for path in stages.values()]
+    again = report_from_paths([str(tmp_path / "out")], tmp_path / "again", n_boot=N_BOOT)  # as `report` does
+    assert "Synthetic task" in again.read_text(encoding="utf-8")
+    # Without --synthetic, the same comparison and no synthetic section.
+    assert main([*args[:4], "--out", str(tmp_path / "plain"), "--n-boot", str(N_BOOT)]) == 0
+    assert "Synthetic task" not in (tmp_path / "plain" / "report.html").read_text(encoding="utf-8")
+    same = pd.read_parquet(tmp_path / "plain" / "comparison.parquet")
+    pd.testing.assert_frame_equal(same, pd.read_parquet(tmp_path / "out" / "comparison.parquet"))
+    # A folder of another stage is refused, in one line, before anything is written.
+    code, err = run_cli([*args[:5], str(vanilla), "--out", str(tmp_path / "x")], capsys, main)
+    assert_one_line_error(code, err, "not a synthetic-task run")
+    assert not (tmp_path / "x").exists()
 
 
 def write_per_doc(folder: Path, kind: str, cells: dict[tuple, tuple[float, float, float]], docs, rng) -> dict:

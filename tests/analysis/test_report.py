@@ -9,8 +9,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from analysis.compare import run_compare
 from analysis.report import report_from_paths
 from probes import cli
 from probes.evaluate import EvalConfig, evaluate
-from probes.probing.run import ProbeRunConfig, run_probes
+from probes.probing.run import ProbeConfig, run_probes
 from probes.results import write_results
 from tests.conftest import save_tiny_gpt2, write_documents
 from tests.test_cli_errors import assert_one_line_error, run_cli
@@ -43,12 +41,12 @@ def _model(folder: Path, mode: str, seed: int) -> Path:
 
 
 def _probe(model: Path, docs: Path, out: Path) -> Path:
-    config = ProbeRunConfig(
+    config = ProbeConfig(
         model=str(model),
         data=str(docs),
         out=str(out),
-        taus="1..3",
-        probes=["softmax"],
+        tau="1..3",
+        probe="softmax",
         seq_len=SEQ_LEN,
         max_tokens=SEQ_LEN * 60,
         device="cpu",
@@ -75,18 +73,6 @@ def _eval(model: Path, docs: Path, out: Path) -> Path:
     return out
 
 
-@contextmanager
-def analysis_commands() -> Iterator[None]:
-    """`probe-future compare` / `report`, whether or not probes/cli.py lists them yet."""
-    original = cli.SUBCOMMANDS
-    entries = [entry for entry in original if entry[0] not in ("compare", "report")]
-    cli.SUBCOMMANDS = [*entries, ("compare", "probes.compare_cli"), ("report", "probes.compare_cli")]
-    try:
-        yield
-    finally:
-        cli.SUBCOMMANDS = original
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Vanilla, myopic and bigram tiny GPT-2s (kinds set by training.json), probed and evaluated for real."""
@@ -110,8 +96,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def single_report(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`probe-future report` on one probe run: the demo's situation."""
     out = tmp_path_factory.mktemp("single")
-    with analysis_commands():
-        assert cli.main(["report", str(runs["vanilla"] / "probe"), "--out", str(out), "--n-boot", "200"]) == 0
+    assert cli.main(["report", str(runs["vanilla"] / "probe"), "--out", str(out), "--n-boot", "200"]) == 0
     return out / "report.html"
 
 
@@ -201,11 +186,10 @@ def test_report_regenerates_from_a_comparison_folder(runs, tmp_path: Path) -> No
 
 def test_report_bad_input(runs, tmp_path: Path, capsys) -> None:
     (tmp_path / "file").write_text("x")
-    with analysis_commands():
-        code, err = run_cli(["report", str(runs["vanilla"]), "--out", str(tmp_path / "file" / "x")], capsys)
-        assert_one_line_error(code, err, "cannot write to --out")
-        code, err = run_cli(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
-        assert_one_line_error(code, err, "does not exist")
+    code, err = run_cli(["report", str(runs["vanilla"]), "--out", str(tmp_path / "file" / "x")], capsys)
+    assert_one_line_error(code, err, "cannot write to --out")
+    code, err = run_cli(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "does not exist")
 
 
 # ---------------------------------------------------------------------------------------- in Chromium

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from probes.corpus import bundled
-from probes.corpus import Document, TokenWindows, load_documents, make_windows, split_by_document
+from probes.corpus import Document, TokenWindows, bundled, load_documents, make_windows, split_by_document
 from probes.corpus.tokenizer import gpt2_tokenizer
 from probes.errors import UsageError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 
 from probes.cli import main
-from probes.probing.run import ProbeRunConfig, run_probes
+from probes.probing.run import ProbeConfig, run_probes
 from probes.results import RESULT_COLUMNS
 from tests.test_cli_errors import assert_one_line_error, run_cli
 
@@ -41,12 +42,12 @@ def cycle_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cycle_corpus(tmp_path_factory.mktemp("cycle") / "docs")
 
 
-def small_config(model: Path, data: Path, out: Path, **overrides) -> ProbeRunConfig:
+def small_config(model: Path, data: Path, out: Path, **overrides) -> ProbeConfig:
     settings = dict(
         model=str(model),
         data=str(data),
         out=str(out),
-        taus="1..5",
+        tau="1..5",
         seq_len=16,
         max_tokens=16 * 120,
         device="cpu",
@@ -55,7 +56,7 @@ def small_config(model: Path, data: Path, out: Path, **overrides) -> ProbeRunCon
         dtype="float32",
     )
     settings.update(overrides)
-    return ProbeRunConfig(**settings)
+    return ProbeConfig(**settings)
 
 
 def test_planted_signal_is_recovered_at_layer_zero(tiny_gpt2_dir, cycle_corpus, tmp_path) -> None:
@@ -63,7 +64,7 @@ def test_planted_signal_is_recovered_at_layer_zero(tiny_gpt2_dir, cycle_corpus, 
 
     tokenizer = gpt2_tokenizer()
     assert all(len(tokenizer(" " + word)["input_ids"]) == 1 for word in CYCLE)
-    results = run_probes(small_config(tiny_gpt2_dir, cycle_corpus, tmp_path / "run", layers="0", probes=["softmax"]))
+    results = run_probes(small_config(tiny_gpt2_dir, cycle_corpus, tmp_path / "run", layers="0", probe=["softmax"]))
     top1 = results[(results["metric"] == "top1") & (results["target"] == "token")]
     softmax = top1[top1["probe"] == "softmax"].set_index("tau")["value"]
     unigram = top1[top1["probe"] == "unigram"].set_index("tau")["value"]
@@ -76,7 +77,7 @@ def test_planted_signal_is_recovered_at_layer_zero(tiny_gpt2_dir, cycle_corpus, 
 
 def test_results_schema_and_intervals(tiny_gpt2_dir, cycle_corpus, tmp_path) -> None:
     out = tmp_path / "run"
-    results = run_probes(small_config(tiny_gpt2_dir, cycle_corpus, out, taus="1,3", control="random"))
+    results = run_probes(small_config(tiny_gpt2_dir, cycle_corpus, out, tau="1,3", control="random"))
     for name in ("results.csv", "results.parquet", "provenance.json", "run.json"):
         assert (out / name).is_file()
     assert list(results.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
@@ -210,3 +211,27 @@ def test_bad_probe_input(extra, fragment, tiny_gpt2_dir, cycle_corpus, tmp_path,
     code, err = run_cli(args, capsys)
     assert_one_line_error(code, err, fragment)
     assert not out.exists()
+
+
+def test_equivalent_tau_specs_name_one_run(tiny_gpt2_dir, cycle_corpus, tmp_path, capsys) -> None:
+    """τ is parsed once into a sorted tuple: `1..3` and `3,1,2` are one run, and the second resumes it."""
+    out = tmp_path / "run"
+    args = ["probe", "--model", str(tiny_gpt2_dir), "--data", str(cycle_corpus), "--seq-len", "16"]
+    args += ["--max-tokens", "640", "--layers", "0..1", "--probe", "softmax", "--n-boot", "200", "--device", "cpu"]
+    args += ["--out", str(out)]
+    code, err = run_cli([*args, "--tau", "1..3"], capsys)
+    assert code == 0, err
+    first = pd.read_csv(out / "results.csv")
+    finished = {path.name: path.stat().st_mtime_ns for path in (out / "fits").iterdir()}
+    code, err = run_cli([*args, "--tau", "3,1,2", "--layers", "1,0"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["tau"] == [1, 2, 3]
+    assert {path.name: path.stat().st_mtime_ns for path in (out / "fits").iterdir()} == finished  # reused
+    pd.testing.assert_frame_equal(first, pd.read_csv(out / "results.csv"))
+
+
+def test_tau_spec_is_canonical_in_the_python_api(tmp_path) -> None:
+    config = ProbeConfig(model="m", out=str(tmp_path), tau="5,1..3", layers="2, 0..1")
+    assert config.tau == (1, 2, 3, 5)
+    assert config.layers == "0,1,2"
+    assert config.identity() == ProbeConfig(model="m", out="elsewhere", tau=(3, 2, 1, 5), layers="0..2").identity()

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from probes import cli
+from probes.runs import load_run
+from probes.synthetic import SyntheticConfig, run_synthetic_compare
 from probes.synthetic.model import load_model_folder
 from probes.synthetic.probe import fit_ridge, probe_targets, r2_scores
-from probes.synthetic.run import run_synthetic_compare
 from probes.synthetic.task import TaskSpec, batch_of, make_batch, window_sums
 
 TOY = ["--steps", "6", "--batch-size", "4", "--d-model", "8", "--n-head", "2", "--seq-len", "16", "--window", "3"]
@@ -30,8 +31,16 @@ def one_thread():
 
 @pytest.fixture
 def synthetic_cli():
-    assert ("synthetic", "probes.synthetic.run") in cli.SUBCOMMANDS
-    return cli.main
+    """`probe-future ARGS` in-process: its exit status (argparse's own errors and --help exit instead of returning)."""
+    assert cli.SUBCOMMANDS["synthetic"] == "probes.synthetic.run:COMMAND"
+
+    def run(args: list[str]) -> int:
+        try:
+            return cli.main(args)
+        except SystemExit as stop:
+            return int(stop.code or 0)
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------- generator
@@ -101,7 +110,8 @@ def test_ridge_and_r2_match_scikit_learn() -> None:
 
 
 def test_compare_runs_resumes_and_loads(tmp_path: Path) -> None:
-    frame = run_synthetic_compare(tmp_path / "run", progress=False, workers=1, **TOY_KNOBS)
+    config = SyntheticConfig(out=str(tmp_path / "run"), compare=True, progress=False, workers=1, **TOY_KNOBS)
+    frame = run_synthetic_compare(config)
     assert set(frame["kind"]) == {"vanilla", "myopic", "random-init", "baseline"}
     r2 = frame[frame["metric"] == "r2"]
     assert set(r2["layer"]) == {0, 1, 2} and set(r2["lookback"].dropna()) == set(range(16))
@@ -115,11 +125,9 @@ def test_compare_runs_resumes_and_loads(tmp_path: Path) -> None:
         assert len(folder.joinpath("metrics.jsonl").read_text().splitlines()) >= 1
         load_model_folder(folder)
     stamp = (tmp_path / "run" / "vanilla" / "training.json").stat().st_mtime_ns
-    again = run_synthetic_compare(tmp_path / "run", progress=False, workers=1, **TOY_KNOBS)
+    again = run_synthetic_compare(config)
     assert (tmp_path / "run" / "vanilla" / "training.json").stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(frame, again)
-
-    from analysis.compare import load_run
 
     run = load_run(tmp_path / "run")
     assert run.stage == "synthetic" and run.kind == "vanilla"
@@ -162,8 +170,8 @@ def test_other_settings_in_a_finished_folder_are_refused(synthetic_cli, tmp_path
         (["--window", "16"], "--window"),
         (["--freq", "0"], "--freq must be a positive"),
         (["--freq", "-3"], "--freq must be a positive"),
-        (["--preset", "gpu"], "unknown --preset"),
-        (["--mode", "bigram"], "unknown --mode"),
+        (["--preset", "gpu"], "argument --preset: invalid choice: 'gpu'"),
+        (["--mode", "bigram"], "argument --mode: invalid choice: 'bigram'"),
         (["--d-model", "9"], "not divisible"),
     ],
 )
@@ -175,11 +183,9 @@ def test_bad_input_is_one_line(flags, fragment, synthetic_cli, tmp_path: Path, c
 
 
 def test_help_names_each_presets_value(synthetic_cli, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        synthetic_cli(["synthetic", "--help"])
-    assert exit_info.value.code == 0
+    assert synthetic_cli(["synthetic", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "hidden width (cpu 64, paper 128)" in text
     assert "optimizer steps (cpu 6000, paper 58593)" in text
-    assert "sequence length T (default 64)" in text
+    assert "sequence length T (every preset 64)" in text
     assert "attention heads (cpu 4, paper 2)" in text

@@ -17,7 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from probes.corpus import load_documents, make_windows, split_by_document
-from probes.training.lm import BatchOrder, Dist, lr_factor, train_bpe_tokenizer
+from probes.errors import UsageError
+from probes.training.lm import BatchOrder, TrainConfig, resolve_settings, train_bpe_tokenizer
+from probes.training.loop import Dist, lr_factor
 from tests.test_cli_errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -264,24 +266,16 @@ def test_every_mode_trains_and_loads(mode, markov_folder, tmp_path, capsys) -> N
 
 
 def test_checkpoint_is_accepted_by_the_probe_job(markov_folder, tmp_path, capsys) -> None:
-    from probes.probing.run import ProbeRunConfig, run_probes
+    import pandas as pd
 
-    out = tmp_path / "myopic"
+    out, probe_out = tmp_path / "myopic", tmp_path / "probe"
     code, err = run_cli([*train_args(out, markov_folder, write_config(tmp_path)), "--mode", "myopic"], capsys)
     assert code == 0, err
-    config = ProbeRunConfig(
-        model=str(out),
-        out=str(tmp_path / "probe"),
-        data=str(markov_folder),
-        taus="1..2",
-        probes=("lstsq",),
-        seq_len=SEQ,
-        max_tokens=2000,
-        n_boot=200,
-        device="cpu",
-        progress=False,
-    )
-    results = run_probes(config)
+    args = ["probe", "--model", str(out), "--out", str(probe_out), "--data", str(markov_folder), "--tau", "1..2"]
+    args += ["--probe", "lstsq", "--seq-len", str(SEQ), "--max-tokens", "2000", "--n-boot", "200", "--device", "cpu"]
+    code, err = run_cli(args, capsys)
+    assert code == 0, err
+    results = pd.read_parquet(probe_out / "results.parquet")
     assert set(results["kind"]) == {"myopic"}
     assert results["value"].notna().all()
 
@@ -330,7 +324,7 @@ def _bad_config(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        (lambda args, tmp: [*args, "--mode", "sideways"], "unknown --mode"),
+        (lambda args, tmp: [*args, "--mode", "sideways"], "argument --mode: invalid choice: 'sideways'"),
         (lambda args, tmp: [*_drop(args, "--config"), "--arch", "huge"], "unknown --arch"),
         (lambda args, tmp: _replace(args, "--config", str(_bad_config(tmp))), "is not valid JSON"),
         (lambda args, tmp: _replace(args, "--config", str(tmp / "missing.json")), "does not exist"),
@@ -346,6 +340,21 @@ def test_bad_input_is_one_line(change, fragment, markov_folder, tmp_path, capsys
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"mode": "sideways"}, "unknown --mode"),
+        ({"precision": "fp8"}, "unknown --precision"),
+        ({"arch": "small", "config": "model.json"}, "give --arch or --config, not both"),
+        ({"init": "gpt2", "tokenizer": "bpe:300"}, "drop --tokenizer"),
+        ({"seq_len": 1}, "--seq-len must be at least 2"),
+    ],
+)
+def test_python_api_checks_what_the_command_line_checks(change, fragment) -> None:
+    with pytest.raises(UsageError, match=fragment):
+        resolve_settings(TrainConfig(out="unused", **change))
 
 
 def _drop(args: list[str], flag: str) -> list[str]:
@@ -375,3 +384,23 @@ def test_resuming_with_other_arguments_is_refused(markov_folder, tmp_path, capsy
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1, err
     assert "other settings" in lines[0] and "lr" in lines[0]
+
+
+def test_overwrite_replaces_a_run_of_other_settings(markov_folder, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    args = train_args(out, markov_folder, write_config(tmp_path))
+    assert run_cli([*args, "--steps", "2"], capsys)[0] == 0
+    code, err = run_cli([*args, "--steps", "3", "--overwrite"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "training.json").read_text())["steps"] == 3
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3]
+
+
+def test_a_folder_of_other_files_is_refused_without_overwrite(markov_folder, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me", encoding="utf-8")
+    args = train_args(out, markov_folder, write_config(tmp_path))
+    code, err = run_cli(args, capsys)
+    assert code == 2 and "holds no training run" in err, err
+    assert (out / "notes.txt").exists()
