@@ -59,9 +59,9 @@ class LoadedModel:
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is available")
-    if device not in ("cpu", "cuda"):
+    if device != "cpu" and not device.startswith("cuda"):
         raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda")
     return torch.device(device)
 

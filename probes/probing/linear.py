@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from probes.errors import UsageError
+from probes.models import resolve_device
 from probes.probing.metrics import PairScores
 from probes.probing.targets import TARGETS, target_labels
 
@@ -240,14 +241,6 @@ def _head_losses(probe: SoftmaxProbe, Xs: Tensor, Yc: Tensor) -> Tensor:
     return total / count.clamp(min=1.0)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but no CUDA GPU is available")
-    return torch.device(device)
-
-
 def fit_softmax(
     X: Tensor, Y: Tensor, groups: Tensor | np.ndarray, vocab_size: int, config: SoftmaxConfig | None = None
 ) -> SoftmaxProbe:
@@ -259,7 +252,7 @@ def fit_softmax(
     epochs. Deterministic for a given seed and device.
     """
     config = config or SoftmaxConfig()
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     if X.ndim != 2:
         raise ValueError(f"X must be (N, d), got {tuple(X.shape)}")
     Y = _check_labels(Y, len(X), None, vocab_size)
