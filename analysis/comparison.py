@@ -10,11 +10,17 @@ Statistics (all intervals 95%, percentile):
   with a paired bootstrap over test documents (every resample draws the same documents for both models);
 - pre-caching share = (CE_myopic − CE_vanilla) / (CE_bigram − CE_vanilla), the ratio computed in each of the
   same paired resamples;
-- probe deltas = vanilla − myopic per layer × τ × target × probe × metric: a paired bootstrap over test
-  documents when both probe runs keep per-document sums, otherwise the two runs are treated as independent
-  (normal approximation from each run's own bootstrap interval): wider than a paired interval would be;
+- probe deltas = vanilla − myopic per layer × τ × target × probe × metric, and the same for the models' own
+  next-token top-1 (the `model-output` row): a paired bootstrap over test documents, from the per-document sums
+  and counts each probe run writes to `per_doc.parquet` (every resample draws the same documents for both
+  models). Only for runs without that file (written before it existed) are the two runs treated as independent
+  (a normal approximation from each run's own bootstrap interval, wider than the paired one); each row's
+  `method` column says which was used;
 - for τ ≥ 2, the share of the vanilla model's above-baseline information that the myopic model lacks,
-  (vanilla − myopic) / (vanilla − best count baseline), with an interval of the same kind.
+  (vanilla − myopic) / (vanilla − best count baseline), with an interval of the same kind; beside it the same
+  share of the models' own next-token top-1 at τ = 1, so a probe deficit can be told from a weaker myopic model;
+- every choice among layers, probes and baselines (the headline cell, the best baseline) is made on the
+  train-side validation scores (`val_value`, `probes.selection`), never on the test numbers it reports.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ import pandas as pd
 from probes.errors import UsageError
 from probes.results import PER_DOC_FILE, tidy
 from probes.runs import BASELINES, PROBES, STAGES, Run, _read_table
-from probes.stats import bootstrap_mean_ci, bootstrap_weights
+from probes.selection import VALIDATION, best_per
+from probes.stats import bootstrap_mean_ci, bootstrap_weights, resample_sums
 
 LEVEL = 0.95
 Z = 1.959963984540054  # two-sided 95% normal quantile
 MIN_N_BOOT = 200  # fewer resamples give percentile intervals too coarse to report
 ROLES = ("vanilla", "myopic", "bigram")
+OWN_OUTPUT = "model-output"  # the probe job's row of the model's own next-token top-1 (τ = 1)
 ROLE_OF_KIND = {"vanilla": "vanilla", "myopic": "myopic", "strict-myopic": "myopic", "bigram": "bigram"}
 
 # Verdict thresholds on the pre-caching share (or, without a bigram run, on the share of above-baseline
@@ -216,7 +224,7 @@ def resampled_means(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: i
     np.add.at(sums, index, values)
     counts = np.bincount(index, minlength=n_groups).astype(np.float64)
     weights = bootstrap_weights(n_groups, n_boot, seed).astype(np.float64)
-    return (weights @ sums) / (weights @ counts)[:, None]
+    return resample_sums(weights, sums) / resample_sums(weights, counts)[:, None]
 
 
 def _percentiles(samples: np.ndarray) -> tuple[float, float]:
@@ -305,17 +313,22 @@ def _se(frame: pd.DataFrame, suffix: str = "") -> np.ndarray:
 
 
 def probe_table(run: Run) -> pd.DataFrame:
-    """The probe rows (softmax / lstsq) of the studied model, not of a random-init control."""
-    rows = run.results[(run.results["kind"].astype(str) == run.kind) & run.results["probe"].isin(PROBES)]
+    """The probe rows (softmax / lstsq) and the model's own next-token row of the studied model, not of a
+    random-init control."""
+    names = (*PROBES, OWN_OUTPUT)
+    rows = run.results[(run.results["kind"].astype(str) == run.kind) & run.results["probe"].isin(names)]
+    if "val_value" not in rows.columns:  # a run written before validation scores existed
+        rows = rows.assign(val_value=np.nan)
     return rows.dropna(subset=["layer", "tau"])
 
 
 def best_baselines(run: Run) -> pd.DataFrame:
-    """Per (τ, target, metric): the best count baseline (highest accuracy, lowest cross-entropy)."""
+    """Per (τ, target, metric): the best count baseline (highest accuracy, lowest cross-entropy), chosen on the
+    validation documents (`probes.selection`)."""
     rows = run.results[(run.results["kind"].astype(str) == run.kind) & run.results["probe"].isin(BASELINES)]
     best = []
     for (tau, target, metric), group in rows.groupby(["tau", "target", "metric"]):
-        pick = group.loc[group["value"].idxmin() if metric == "ce_nats" else group["value"].idxmax()]
+        pick = best_per(group, ["tau"], BASELINES).iloc[0]
         se = (pick["ci_high"] - pick["ci_low"]) / (2 * Z)
         best.append(
             {"tau": tau, "target": target, "metric": metric}
@@ -358,7 +371,7 @@ def per_doc_means(run: Run, cells: pd.DataFrame, docs: np.ndarray, weights: np.n
     sums = sums.reindex(index=docs, columns=wanted).fillna(0.0).to_numpy(float)
     counts = counts.reindex(index=docs, columns=wanted).fillna(0.0).to_numpy(float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (weights @ sums) / (weights @ counts)
+        return resample_sums(weights, sums) / resample_sums(weights, counts)
 
 
 def _test_docs(*runs: Run) -> np.ndarray | None:
@@ -379,7 +392,7 @@ def probe_delta_rows(vanilla: Run, myopic: Run, n_boot: int, seed: int) -> tuple
     two are combined as independent (conservative for positively correlated runs)."""
     v, m = probe_table(vanilla), probe_table(myopic)
     for run, table in ((vanilla, v), (myopic, m)):
-        if not (table["metric"] == "top1").any():
+        if not ((table["metric"] == "top1") & table["probe"].isin(PROBES)).any():
             raise UsageError(f"{run.path} has no top1 probe rows: nothing to compare")
     merged = v.merge(m, on=CELL, suffixes=("_v", "_m"))
     if merged.empty:
@@ -423,7 +436,9 @@ def _lacking_rows(
     paired: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     merged = merged.reset_index(drop=True)
-    cells = merged[(merged["tau"] >= 2) & merged["metric"].isin(["top1", "ce_nats"])]
+    # τ ≥ 2 for the probes; the models' own next-token row (τ = 1) as the yardstick of overall weakness.
+    future = (merged["tau"] >= 2) | (merged["probe"] == OWN_OUTPUT)
+    cells = merged[future & merged["metric"].isin(["top1", "ce_nats"])]
     cells = cells.reset_index().merge(baselines, on=["tau", "target", "metric"]).set_index("index")
     baseline_means = None
     if paired is not None and vanilla is not None and len(cells):
@@ -495,18 +510,33 @@ def classify(statistic: str, interval: Interval) -> Verdict:
 
 
 def headline_probe_cell(rows: pd.DataFrame) -> pd.Series | None:
-    """The lacking-share row at the smallest τ ≥ 2, token target, top-1, at the layer and probe best for vanilla."""
+    """The lacking-share row at the smallest τ ≥ 2, token target, top-1, at the layer and probe best for vanilla
+    on the validation documents (`vanilla_val_top1`; runs without validation scores: the test `vanilla_top1`)."""
     lacking = rows[(rows["metric"] == "lacking_share_top1") & (rows["target"] == "token")]
+    lacking = lacking[(lacking["probe"] != OWN_OUTPUT) & (lacking["tau"] >= 2)]
     lacking = lacking[np.isfinite(lacking["value"].astype(float))]
     if lacking.empty:
         return None
     tau = lacking["tau"].min()
     at_tau = lacking[lacking["tau"] == tau]
-    return at_tau.loc[at_tau["vanilla_top1"].astype(float).idxmax()]
+    scores = at_tau["vanilla_val_top1"] if "vanilla_val_top1" in at_tau else pd.Series(np.nan, index=at_tau.index)
+    on_validation = bool(scores.notna().all())
+    chosen = at_tau.loc[(scores if on_validation else at_tau["vanilla_top1"]).astype(float).idxmax()].copy()
+    chosen["chosen_on"] = VALIDATION if on_validation else "test numbers (the runs have no validation scores)"
+    return chosen
 
 
-def decide(share: Interval | None, gap: Interval | None, lacking: pd.Series | None) -> Verdict:
-    """The loss-based share decides when there is one (it is paired); else the probe-based share at τ ≥ 2."""
+def own_output_cell(rows: pd.DataFrame) -> pd.Series | None:
+    """The share of vanilla's above-baseline next-token top-1 (its own output, τ = 1) the myopic model lacks."""
+    own = rows[(rows["metric"] == "lacking_share_top1") & (rows["probe"] == OWN_OUTPUT)]
+    return own.iloc[0] if len(own) else None
+
+
+def decide(
+    share: Interval | None, gap: Interval | None, lacking: pd.Series | None, probes_given: bool = False
+) -> Verdict:
+    """The loss-based share decides when there is one (it is paired); else the probe-based share at τ ≥ 2.
+    `probes_given`: a vanilla/myopic pair of probe runs was compared (whether or not it gave a finite share)."""
     if share is not None:
         verdict = classify("pre-caching share", share)
         if not math.isfinite(share.low):
@@ -518,13 +548,25 @@ def decide(share: Interval | None, gap: Interval | None, lacking: pd.Series | No
             f"(τ={int(lacking['tau'])}, layer {int(lacking['layer'])}, {lacking['probe']} probe)"
         )
         return classify(name, Interval(float(lacking["value"]), float(lacking["ci_low"]), float(lacking["ci_high"])))
+    no_probe_share = (
+        "the probe runs give no finite share of above-baseline top-1 the myopic model lacks (at no τ ≥ 2 is the "
+        "vanilla probe above the best count baseline)"
+    )
     if gap is not None:
         sign = "a myopia gap" if gap.excludes_zero() else "no clear myopia gap"
+        shown = f"{sign} ({gap.value:.3f} nats [{gap.low:.3f}, {gap.high:.3f}])"
+        if probes_given:
+            return Verdict(
+                "inconclusive",
+                f"{shown}, but without a bigram run there is no pre-caching share, and {no_probe_share}",
+            )
         return Verdict(
             "inconclusive",
-            f"{sign} ({gap.value:.3f} nats [{gap.low:.3f}, {gap.high:.3f}]), but without a bigram run or probe runs "
+            f"{shown}, but without a bigram run or probe runs "
             "there is no scale for how much of what the model gains from the past it is",
         )
+    if probes_given:
+        return Verdict("inconclusive", f"a vanilla/myopic pair of probe runs was compared, but {no_probe_share}")
     return Verdict("inconclusive", "no vanilla/myopic pair of eval or probe runs was given")
 
 
@@ -543,6 +585,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     n_boot: int = 1000
     seed: int = 0
+    own: pd.Series | None = None  # lacking share of the models' own next-token top-1 (τ = 1), beside `lacking`
 
 
 def check_n_boot(n_boot: int) -> None:
@@ -570,16 +613,17 @@ def compare(subjects: dict[str, Subject], n_boot: int = 1000, seed: int = 0) -> 
         rows += gap_part
     elif bigram is not None:
         notes.append("a bigram run was given but no vanilla/myopic eval pair, so no pre-caching share")
-    lacking = None
+    lacking = own = None
     if vanilla.probe and myopic.probe:
         delta_part, merged = probe_delta_rows(vanilla.probe, myopic.probe, n_boot, seed)
         rows += delta_part
         frame = pd.DataFrame(delta_part)
-        top1 = merged[merged["metric"] == "top1"][["layer", "tau", "target", "probe", "value_v"]]
-        frame = frame.merge(
-            top1.rename(columns={"value_v": "vanilla_top1"}), on=["layer", "tau", "target", "probe"], how="left"
-        )
+        keep = ["layer", "tau", "target", "probe", "value_v"] + (["val_value_v"] if "val_value_v" in merged else [])
+        top1 = merged[merged["metric"] == "top1"][keep]
+        top1 = top1.rename(columns={"value_v": "vanilla_top1", "val_value_v": "vanilla_val_top1"})
+        frame = frame.merge(top1, on=["layer", "tau", "target", "probe"], how="left")
         lacking = headline_probe_cell(frame)
+        own = own_output_cell(frame)
     table = tidy(pd.DataFrame(rows))
-    verdict = decide(share, gap, lacking)
-    return Comparison(subjects, table, verdict, gap, share, gain, lacking, notes, n_boot, seed)
+    verdict = decide(share, gap, lacking, probes_given=bool(vanilla.probe and myopic.probe))
+    return Comparison(subjects, table, verdict, gap, share, gain, lacking, notes, n_boot, seed, own)

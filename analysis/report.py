@@ -24,7 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from simple_parsing import field
 
+from analysis.checks import check_subjects
 from analysis.comparison import (
+    OWN_OUTPUT,
     ROLE_OF_KIND,
     Comparison,
     Subject,
@@ -33,10 +35,12 @@ from analysis.comparison import (
     document_gaps,
     window_losses,
 )
-from probes.config import Command
+from analysis.gradients import section as gradient_section
+from probes.config import Command, check_seed
 from probes.errors import UsageError
 from probes.io import atomic_write_text, read_json
-from probes.runs import BASELINES, CONTROL_KIND, PROBES, Run, find_runs
+from probes.runs import BASELINES, CONTROL_KIND, PROBES, Run, check_apart, claim_folder, find_runs
+from probes.selection import Choice, best_layer_and_probe
 from probes.stats import bootstrap_mean_ci
 from probes.synthetic.results import headlines
 
@@ -45,6 +49,8 @@ DPI = 80
 PAPER_SEQ_LEN = 64
 FEW_TEST_DOCS = 30
 COLORS = {"vanilla": "#1f77b4", "myopic": "#d62728", "bigram": "#7f7f7f"}
+# Series without a role of their own (controls, other models) take these in turn: none is a role's colour.
+OTHER_COLORS = ("#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 
 # ------------------------------------------------------------------------------------------------- figures
@@ -72,6 +78,39 @@ def _short_name(model: str) -> str:
     return Path(model).name or model
 
 
+RANDOM_INIT_SUFFIX = " (random init)"  # how probes.models.random_init_like names a control
+
+
+def model_label(kind: str, model: str) -> str:
+    """Which model, once: `vanilla` for a model folder named after its kind, `vanilla (gpt2)` otherwise, and
+    `random-init control of vanilla` for the control probed beside a model."""
+    name = _short_name(model.removesuffix(RANDOM_INIT_SUFFIX))
+    if kind == CONTROL_KIND:
+        return "untrained control" if name == "untrained" else f"random-init control of {name}"
+    return kind if name == kind else f"{kind} ({name})"
+
+
+def subject_label(subject: Subject) -> str:
+    """A subject's name in titles and legends: its model, once (a synthetic-task folder: `synthetic task`)."""
+    runs = [run for run in subject.runs.values() if run.stage != "synthetic"]
+    if not runs:
+        return "synthetic task"
+    return model_label(runs[0].kind, runs[0].model)
+
+
+def series_colors(series: Sequence[tuple[str, str | None]]) -> dict[str, str]:
+    """label -> colour for (label, role) series: a role's own colour, else the next unused of `OTHER_COLORS`;
+    no two series share one (beyond the palette, colours repeat only after every role and palette colour)."""
+    colors: dict[str, str] = {}
+    for label, role in series:
+        if role in COLORS and COLORS[role] not in colors.values():
+            colors[label] = COLORS[role]
+    free = [color for color in (*OTHER_COLORS, *COLORS.values()) if color not in colors.values()]
+    for position, (label, _) in enumerate(item for item in series if item[0] not in colors):
+        colors[label] = free[position % len(free)]
+    return colors
+
+
 @dataclass
 class ProbeSet:
     """One model's probe rows (one kind of one probe run) and a label for figures and tables."""
@@ -92,7 +131,7 @@ def probe_sets(subjects: Sequence[Subject]) -> list[ProbeSet]:
             frame = run.results[run.results["kind"].astype(str) == kind]
             model = str(frame["model"].dropna().iloc[0]) if frame["model"].notna().any() else run.model
             role = subject.role if kind == run.kind else None
-            sets.append(ProbeSet(f"{kind}: {_short_name(model)}", role, frame, run))
+            sets.append(ProbeSet(model_label(kind, model), role, frame, run))
     return sets
 
 
@@ -139,38 +178,41 @@ def heatmap_figure(sets: Sequence[ProbeSet], difference: pd.DataFrame | None) ->
     return _data_uri(figure)
 
 
-def best_layer(grid: pd.DataFrame) -> int:
-    """The layer with the highest top-1 averaged over τ ≥ 2 (over all τ when only τ = 1 was probed)."""
-    future = grid[[tau for tau in grid.columns if tau >= 2]] if (grid.columns >= 2).any() else grid
-    return int(future.mean(axis=1).idxmax())
+def chosen_layer(item: ProbeSet) -> Choice | None:
+    """The model's layer and probe with the best validation top-1 (token target) averaged over τ ≥ 2."""
+    frame = item.frame
+    rows = frame[(frame["metric"] == "top1") & (frame["target"] == "token") & frame["probe"].isin(PROBES)]
+    return best_layer_and_probe(rows, PROBES)
 
 
-def tau_figure(sets: Sequence[ProbeSet]) -> tuple[str | None, list[tuple[str, int]]]:
-    """Top-1 against τ at each model's best layer, with the count baselines and the model's own output."""
+def tau_figure(sets: Sequence[ProbeSet]) -> tuple[str | None, list[tuple[str, str]]]:
+    """Test top-1 against τ at each model's layer and probe chosen on the validation documents, with the count
+    baselines and each model's own next-token top-1."""
     lines, best = [], []
     for item in sets:
-        probe = main_probe(item.frame)
-        grid = top1_grid(item.frame, probe) if probe else pd.DataFrame()
-        if grid.empty:
+        choice = chosen_layer(item)
+        if choice is None:
             continue
-        layer = best_layer(grid)
-        best.append((item.label, layer))
-        lines.append((f"{item.label} (layer {layer}, {probe})", grid.loc[layer], item.role))
+        best.append((item.label, f"layer {choice.layer}, {choice.probe} (chosen on the {choice.basis})"))
+        lines.append((item, f"{item.label} (layer {choice.layer}, {choice.probe})", choice.test))
     if not lines:
         return None, best
+    colors = series_colors([(item.label, item.role) for item, _, _ in lines])
     figure, (ax,) = _figure(6.4, 3.6)
-    for label, series, role in lines:
-        ax.errorbar(series.index, series.to_numpy(), marker="o", label=_plain(label), color=COLORS.get(role or ""))
+    for item, label, series in lines:
+        ax.errorbar(series.index, series.to_numpy(), marker="o", label=_plain(label), color=colors[item.label])
+        token = item.frame[(item.frame["metric"] == "top1") & (item.frame["target"] == "token")]
+        own = token[token["probe"] == "model-output"]
+        if len(own) and item.role is not None:
+            own_label = f"{item.label}: own next-token top-1"
+            ax.plot([1], [float(own["value"].iloc[0])], "*", color=colors[item.label], markersize=10, label=own_label)
     frame = sets[0].frame
     token = frame[(frame["metric"] == "top1") & (frame["target"] == "token")]
     for name, style in zip(BASELINES, ("--", ":"), strict=True):
         rows = token[token["probe"] == name].sort_values("tau")
         if len(rows):
             ax.plot(rows["tau"].astype(int), rows["value"], style, color="black", label=f"{name} baseline")
-    own = token[token["probe"] == "model-output"]
-    if len(own):
-        ax.plot([1], [float(own["value"].iloc[0])], "k*", markersize=10, label="model's own next-token top-1")
-    ax.set_xticks(sorted({int(tau) for _, series, _ in lines for tau in series.index}))
+    ax.set_xticks(sorted({int(tau) for _, _, series in lines for tau in series.index}))
     ax.set_xlabel("τ")
     ax.set_ylabel("top-1 accuracy (token at t+τ)")
     ax.legend(fontsize=7)
@@ -185,17 +227,18 @@ def position_curves(run: Run, n_boot: int, seed: int) -> pd.DataFrame:
 
 
 def loss_figure(subjects: Sequence[Subject], comparison: Comparison | None, n_boot: int, seed: int) -> str | None:
-    curves = [(s.label, s.role, position_curves(s.eval, n_boot, seed)) for s in subjects if s.eval is not None]
+    curves = [(subject_label(s), s.role, position_curves(s.eval, n_boot, seed)) for s in subjects if s.eval is not None]
     if not curves:
         return None
+    colors = series_colors([(label, role) for label, role, _ in curves])
     gap = None
     if comparison is not None:
         table = comparison.table
         gap = table[(table["metric"] == "gap_ce_nats") & table["position"].notna()] if "position" in table else None
     has_gap = gap is not None and not gap.empty
     figure, axes = _figure(11 if has_gap else 6.4, 3.6, ncols=2 if has_gap else 1)
-    for label, role, curve in curves:
-        color = COLORS.get(role or "")
+    for label, _, curve in curves:
+        color = colors[label]
         axes[0].plot(curve["position"], curve["value"], label=_plain(label), color=color)
         axes[0].fill_between(curve["position"], curve["ci_low"], curve["ci_high"], alpha=0.25, color=color)
     axes[0].set_xlabel("token position in the window")
@@ -231,7 +274,7 @@ def synthetic_figure(subjects: Sequence[Subject]) -> str | None:
             by_layer = by_layer.sort_values("lookback")
             ax.plot(by_layer["lookback"], by_layer["value"], marker=".", label=f"layer {int(layer)}")
             ax.fill_between(by_layer["lookback"], by_layer["ci_low"], by_layer["ci_high"], alpha=0.2)
-        ax.set_title(_plain(f"{kind}: {_short_name(str(model))}"), fontsize=9)
+        ax.set_title(_plain(f"synthetic task: {model_label(str(kind), str(model))}"), fontsize=9)
         ax.set_xlabel("look-back i (target: sin(f·x[n−i]))")
         ax.set_ylabel("probe R²")
         ax.set_ylim(min(-0.05, float(group["value"].min())), 1.05)
@@ -303,25 +346,60 @@ def key_numbers(comparison: Comparison | None, sets: Sequence[ProbeSet]) -> list
                 numbers.append(
                     {"name": name, "value": interval_text(estimate.value, estimate.low, estimate.high), "note": note}
                 )
-        if comparison.lacking is not None:
-            row = comparison.lacking
-            numbers.append(
-                {
-                    "name": f"share of vanilla's above-baseline top-1 the myopic model lacks (τ={int(row['tau'])}, "
-                    f"layer {int(row['layer'])}, {row['probe']})",
-                    "value": interval_text(float(row["value"]), float(row["ci_low"]), float(row["ci_high"])),
-                    "note": "independent-normal Monte Carlo interval (the probe runs hold aggregated scores only)",
-                }
-            )
+        numbers += deficit_numbers(comparison)
     for item in sets:
-        probe = main_probe(item.frame)
-        grid = top1_grid(item.frame, probe) if probe else pd.DataFrame()
-        if grid.empty:
+        choice = chosen_layer(item)
+        if choice is None:
             continue
-        layer = best_layer(grid)
-        cells = ", ".join(f"τ={tau}: {grid.loc[layer, tau]:.3f}" for tau in grid.columns)
-        name = f"{item.label}: top-1 at its best layer ({layer}, {probe})"
-        numbers.append({"name": name, "value": cells, "note": "top-1 for the token at t+τ; intervals in the tables"})
+        cells = ", ".join(f"τ={tau}: {value:.3f}" for tau, value in choice.test.items())
+        where = f"layer {choice.layer}, {choice.probe}"
+        name = f"{item.label}: test top-1 at the layer and probe chosen on validation ({where})"
+        note = (
+            f"chosen on the {choice.basis} (the highest validation top-1 averaged over τ ≥ 2), so picking among "
+            "layers does not flatter the test number; top-1 for the token at t+τ; intervals in the tables"
+        )
+        numbers.append({"name": name, "value": cells, "note": note})
+    return numbers
+
+
+def _interval_of(row: pd.Series) -> str:
+    return interval_text(float(row["value"]), float(row["ci_low"]), float(row["ci_high"]))
+
+
+def deficit_numbers(comparison: Comparison) -> list[dict[str, str]]:
+    """The myopic model's probe deficit beside its own next-token deficit: a probe share well above the own
+    share points to information the vanilla model prepared for later tokens; similar shares, to a myopic model
+    that is weaker overall."""
+    numbers = []
+    table, row = comparison.table, comparison.lacking
+    if row is not None:
+        numbers.append(
+            {
+                "name": f"share of vanilla's above-baseline top-1 the myopic model lacks (τ={int(row['tau'])}, "
+                f"layer {int(row['layer'])}, {row['probe']}: the layer and probe best for vanilla)",
+                "value": _interval_of(row),
+                "note": f"{row['method']}; the layer and probe chosen on the {row.get('chosen_on', 'test numbers')}",
+            }
+        )
+    deltas = table[(table["metric"] == "delta_top1") & (table["target"] == "token")] if len(table) else table
+    own_delta = deltas[deltas["probe"] == OWN_OUTPUT] if len(deltas) else deltas
+    if len(own_delta):
+        numbers.append(
+            {
+                "name": "next-token top-1, vanilla − myopic (each model's own output, τ = 1)",
+                "value": _interval_of(own_delta.iloc[0]),
+                "note": f"{own_delta.iloc[0]['method']}; how much weaker the myopic model is at its own task",
+            }
+        )
+    if comparison.own is not None:
+        numbers.append(
+            {
+                "name": "share of vanilla's above-baseline next-token top-1 the myopic model lacks (own output, τ = 1)",
+                "value": _interval_of(comparison.own),
+                "note": "the yardstick for the probe share above: a probe share near this one says the myopic model "
+                "is weaker overall, not that the vanilla model prepared more for later tokens",
+            }
+        )
     return numbers
 
 
@@ -368,14 +446,39 @@ def limitations(subjects: Sequence[Subject], comparison: Comparison | None) -> l
     return list(dict.fromkeys(notes))
 
 
+def _synthetic_limitations(run: Run) -> list[str]:
+    """The synthetic task's models are not language models: their caveats are the task's own."""
+    training = run.training()
+    steps, batch = training.get("steps"), training.get("batch_size")
+    trained = f"{steps} steps" + (f" of {batch} sequences" if batch else "") if steps else "a short run"
+    return [
+        f"synthetic task ({run.path.name}): the vanilla and myopic models were trained for {trained}; the paper "
+        "trained for 58,593 steps of 512 sequences at f = 10. Its untrained control (the initial weights) shows "
+        "what random features of the inputs already hold."
+    ]
+
+
+SYNTHETIC_ARCHITECTURE = "SyntheticModel"  # training.json's architecture of a synthetic-task model
+
+
 def _run_limitations(run: Run) -> list[str]:
+    if run.stage == "synthetic":
+        return _synthetic_limitations(run)
+    training = run.training()
+    if training.get("architecture") == SYNTHETIC_ARCHITECTURE:  # another stage's run of a synthetic-task model
+        return [
+            f"synthetic task, {model_label(run.kind, run.model)} ({run.stage}): a model of the synthetic task, not a "
+            f"language model, trained for {training.get('steps')} steps of {training.get('batch_size')} sequences."
+        ]
     notes = []
-    name = _short_name(run.model)
+    name = model_label(run.kind, run.model)
     kinds = set(run.results["kind"].dropna().astype(str))
     if run.kind == CONTROL_KIND or CONTROL_KIND in kinds:
         notes.append(
-            f"{name}: random-init models are untrained; what a probe finds there is what any network passes "
-            "through, a control rather than evidence about planning."
+            f"{name} ({run.stage}): the random-init control is untrained, a control rather than evidence about "
+            "planning. At layer 0 it shows what the current token's identity alone gives away (random embeddings "
+            "still tell tokens apart); from layer 1 on its random attention also mixes in earlier tokens, so there "
+            "it is what an untrained network of this shape passes through, not what the embeddings alone give."
         )
     training = run.training()
     if training:
@@ -415,10 +518,13 @@ def _run_limitations(run: Run) -> list[str]:
 def _comparison_limitations(comparison: Comparison) -> list[str]:
     notes = list(comparison.notes)
     vanilla, myopic = comparison.subjects["vanilla"], comparison.subjects["myopic"]
-    if vanilla.probe and myopic.probe:
+    methods = comparison.table["method"] if "method" in comparison.table else pd.Series(dtype=str)
+    deltas = comparison.table["metric"].astype(str).str.startswith(("delta_", "lacking_share_"))
+    if vanilla.probe and myopic.probe and methods[deltas].astype(str).str.contains("independent").any():
         notes.append(
-            "Probe deltas: the probe runs keep only aggregated scores, so their intervals treat the two runs as "
-            "independent (wider than a paired bootstrap over documents would give)."
+            "Probe deltas: a probe run without per_doc.parquet (written before it existed) keeps only aggregated "
+            "scores, so these intervals treat the two runs as independent (wider than the paired bootstrap over "
+            "documents used otherwise)."
         )
     kinds = {run.kind for run in vanilla.runs.values()}
     if kinds - {"vanilla"}:
@@ -480,7 +586,7 @@ def context(subjects: Sequence[Subject], comparison: Comparison | None, n_boot: 
         for run in subject.runs.values():
             tables.append(table_block(f"{subject.label}: {run.stage} results ({run.path})", run.results))
     return {
-        "title": "probe-future report: " + ", ".join(_short_name(s.model) for s in subjects),
+        "title": "probe-future report: " + ", ".join(dict.fromkeys(subject_label(s) for s in subjects)),
         "verdict": comparison.verdict if comparison is not None else None,
         "single_kinds": ", ".join(sorted({run.kind for s in subjects for run in s.runs.values()})),
         "numbers": key_numbers(comparison, sets),
@@ -496,6 +602,7 @@ def context(subjects: Sequence[Subject], comparison: Comparison | None, n_boot: 
         "best_layers": best,
         "synthetic_figure": synthetic_figure(subjects),
         "synthetic_summary": synthetic_summary(subjects),
+        "gradients": gradient_section(subjects, comparison),
         "tables": tables,
         "limitations": limitations(subjects, comparison),
         "n_boot": n_boot,
@@ -506,17 +613,11 @@ def render(subjects: Sequence[Subject], comparison: Comparison | None, n_boot: i
     return _environment().get_template("report.html.j2").render(**context(subjects, comparison, n_boot, seed))
 
 
-def prepare_out(out: Path) -> None:
-    """Create the output folder now, so an unwritable --out fails before any work."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"cannot write to --out {out}: {error.strerror or type(error).__name__}") from None
+def prepare_out(out: Path, runs: Sequence[Run] = ()) -> None:
+    """Claim the output folder (`probes.runs.claim_folder`): a new folder, a comparison's, or a demo's (the demo
+    writes its comparison into its own folder, beside the runs); never a run folder, or inside one."""
+    check_apart(out, [run.path for run in runs], may_contain=True)
+    claim_folder(out, "compare", None, shares_with=("demo",), replaceable=False)
 
 
 def write_report(
@@ -554,8 +655,9 @@ def group_subjects(runs: Sequence[Run]) -> list[Subject]:
     """One subject per vanilla / myopic / bigram kind; every other model (or control) gets its own."""
     subjects: dict[str, Subject] = {}
     for run in runs:
-        role = ROLE_OF_KIND.get(run.kind) if run.stage != "synthetic" else None
-        if run.stage == "synthetic":
+        synthetic = run.stage == "synthetic" or run.provenance.get("task") == "synthetic"  # (gradient runs too)
+        role = ROLE_OF_KIND.get(run.kind) if not synthetic else None
+        if synthetic:
             key = f"synthetic task: {run.path.name}"
         else:
             key = role or f"{run.kind}: {_short_name(run.model)}"
@@ -581,10 +683,11 @@ def report_from_paths(paths: Sequence[str], out: str | Path, n_boot: int = 1000,
     roles = {subject.role: subject for subject in subjects if subject.role is not None}
     if "bigram" in roles and roles["bigram"].eval is None:
         del roles["bigram"]  # a bigram model's probe run is shown, but the share needs its loss
+    check_subjects(roles)
     comparison = None
     if "vanilla" in roles and "myopic" in roles and _comparable(roles["vanilla"], roles["myopic"]):
         comparison = compare(roles, n_boot=n_boot, seed=seed)
-    prepare_out(Path(out))
+    prepare_out(Path(out), runs)
     return write_report(out, subjects, comparison, n_boot=n_boot)
 
 
@@ -601,6 +704,9 @@ class ReportConfig:
     """bootstrap resamples over test documents"""
     seed: int = 0
     """seed of the bootstrap"""
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 def run_report_command(config: ReportConfig) -> int:

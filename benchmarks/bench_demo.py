@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from probes.runs import BASELINES, PROBES
+from probes.selection import best_per
 from probes.synthetic.results import PREDICT_0, Interval, headlines
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo.txt"
@@ -92,21 +94,85 @@ def eval_lines(out: Path) -> list[str]:
 
 
 def probe_lines(out: Path) -> list[str]:
-    lines = ["probe top-1 for the true token at t+tau: best layer per tau (softmax or lstsq) vs the best baseline"]
+    lines = [
+        "probe top-1 for the true token at t+tau (test documents): per tau the layer and probe (softmax or lstsq) "
+        "with the best top-1 on the train-side validation documents, vs the baseline chosen the same way"
+    ]
     for mode in ("vanilla", "myopic"):
         frame = pd.read_parquet(out / mode / "probe" / "results.parquet")
         top1 = frame[(frame["metric"] == "top1") & (frame["target"] == "token")]
         for kind, rows in top1.groupby("kind", sort=False):
-            probes = rows[rows["probe"].isin(["softmax", "lstsq"])]
-            best = probes.loc[probes.groupby("tau")["value"].idxmax()].set_index("tau")
-            baselines = rows[rows["probe"].isin(["unigram", "skip_bigram"])].groupby("tau")["value"].max()
+            probes = rows[rows["probe"].isin(PROBES)].dropna(subset=["layer"])
+            best = best_per(probes, ["tau"], PROBES).set_index("tau")
+            baselines = best_per(rows[rows["probe"].isin(BASELINES)], ["tau"], BASELINES).set_index("tau")
             cells = [
                 f"tau={tau}: {row['value']:.3f} (L{int(row['layer'])} {row['probe']}) "
-                f"vs {baselines.get(tau, float('nan')):.3f}"
+                f"vs {baselines['value'].get(tau, float('nan')):.3f}"
                 for tau, row in best.iterrows()
             ]
             label = mode if kind == mode else f"{mode}/{kind}"
             lines.append(f"  {label:<20} " + "; ".join(cells))
+            own = rows[rows["probe"] == "model-output"]
+            if len(own):
+                lines.append(f"  {'':<20} own next-token top-1 {ci(own.iloc[0])}")
+    chosen = best["chosen_on"].iloc[0] if len(best) else "?"
+    lines.append(f"  (choices made on the {chosen})")
+    return lines
+
+
+def deficit_lines(comparison: pd.DataFrame, out: Path) -> list[str]:
+    """The myopic model's probe deficit beside its own next-token deficit (paired over test documents): the
+    probes at vanilla's layer and probe chosen per tau on validation, and the models' own output at tau = 1."""
+    lines = [
+        "myopic deficit (paired over test documents): vanilla − myopic top-1 for the token, and the share of "
+        "vanilla's above-baseline top-1 the myopic model lacks"
+    ]
+    token = comparison[(comparison["target"] == "token")]
+    own = token[token["probe"] == "model-output"]
+    for metric, label in (("delta_top1", "difference"), ("lacking_share_top1", "share lacking")):
+        row = own[own["metric"] == metric]
+        if len(row):
+            lines.append(f"  own next-token output, tau=1: {label:<14} {ci(row.iloc[0])}")
+    vanilla = pd.read_parquet(out / "vanilla" / "probe" / "results.parquet")
+    top1 = vanilla[(vanilla["metric"] == "top1") & (vanilla["target"] == "token") & (vanilla["kind"] == "vanilla")]
+    chosen = best_per(top1[top1["probe"].isin(PROBES)].dropna(subset=["layer"]), ["tau"], PROBES)
+    for pick in chosen.itertuples():
+        cell = token[(token["layer"] == pick.layer) & (token["tau"] == pick.tau) & (token["probe"] == pick.probe)]
+        parts = []
+        for metric, label in (("delta_top1", "difference"), ("lacking_share_top1", "share lacking")):
+            row = cell[cell["metric"] == metric]
+            if len(row):
+                parts.append(f"{label} {ci(row.iloc[0])}")
+        where = f"probe, tau={int(pick.tau)} (L{int(pick.layer)} {pick.probe}):"
+        lines.append(f"  {where:<30} " + "; ".join(parts))
+    return lines
+
+
+def share_lines(seconds: dict[str, float], wall: float) -> list[str]:
+    """Each step's share of the worker-seconds, and the longest chain of steps that wait for each other: what
+    the wall-clock cannot go below (the chain) and what it cannot go below on N workers (work / N)."""
+    from probes.demo import default_workers, plan
+
+    done = {name: value for name, value in seconds.items() if value > 0}
+    total = sum(done.values())
+    lines = [f"each step's share of the {total:.0f} worker-seconds (wall {wall:.0f} s, steps side by side):"]
+    for name, value in sorted(done.items(), key=lambda item: -item[1]):
+        lines.append(f"  {name:<22} {value:6.0f} s  {100 * value / total:5.1f} %")
+    after = {step.name: step.after for step in plan()}
+    chains: dict[str, tuple[float, list[str]]] = {}
+
+    def chain(name: str) -> tuple[float, list[str]]:
+        if name not in chains:
+            longest = max((chain(before) for before in after.get(name, ()) if before in done), default=(0.0, []))
+            chains[name] = (longest[0] + done.get(name, 0.0), [*longest[1], name])
+        return chains[name]
+
+    if done:
+        length, names = max(chain(name) for name in done)
+        workers = default_workers()
+        lines.append(
+            f"longest chain {length:.0f} s ({' -> '.join(names)}); work / {workers} workers {total / workers:.0f} s"
+        )
     return lines
 
 
@@ -117,6 +183,7 @@ def summary(out: Path) -> list[str]:
     lines += eval_lines(out) + [""]
     lines += gap_lines(pd.read_csv(out / "comparison.csv")) + [""]
     lines += probe_lines(out) + [""]
+    lines += deficit_lines(pd.read_csv(out / "comparison.csv"), out) + [""]
     verdict = json.loads((out / "provenance.json").read_text()).get("verdict", {})
     lines.append(f"verdict: {verdict.get('label')}: {verdict.get('reason')}")
     return lines
@@ -143,7 +210,9 @@ def main() -> int:
     timings = json.loads((out / "timings.json").read_text())
     steps = ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.get("when_run", timings["steps"]).items())
     header.append(f"last run of the demo: {timings['wall_seconds']:.0f} s; step seconds (in parallel workers): {steps}")
-    scale = json.loads((out / "demo.json").read_text())["scale"]
+    header += share_lines(timings.get("when_run", timings["steps"]), timings["wall_seconds"])
+    record = json.loads((out / "demo.json").read_text())
+    scale = record.get("identity", record)["scale"]  # {"stage", "identity"}; older demo folders hold the settings
     header.append(
         f"NL models: {scale['model']} tokenizer {scale['tokenizer']}, {scale['steps']} steps x "
         f"{scale['batch_size']} windows of 64 tokens, lr {scale['lr']}"

@@ -10,9 +10,19 @@ use, so `import probes` (and the command line's `--help`) stays light:
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# Bitwise-reproducible numerics for a seed, whatever the thread count (docs/ARCHITECTURE.md, "Determinism"): MKL's
+# strict conditional-numerical-reproducibility mode makes its gemm results independent of the number of threads and
+# of memory alignment, and neither MKL nor OpenMP may change the thread count at run time. MKL reads these on its
+# first call, so they take effect as long as `probes` is imported before torch computes anything; a value the user
+# set is kept.
+REPRODUCIBLE_ENV = {"MKL_CBWR": "AUTO,STRICT", "MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE"}
+for _name, _value in REPRODUCIBLE_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 # public name -> the module that defines it (one stage per module; see docs/ARCHITECTURE.md)
 PUBLIC_API: dict[str, str] = {
@@ -39,6 +49,8 @@ PUBLIC_API: dict[str, str] = {
     "run_synthetic_compare": "probes.synthetic.run",
     "DemoConfig": "probes.demo",
     "run_demo": "probes.demo",
+    "GradientsConfig": "probes.lens.run",
+    "run_gradients": "probes.lens.run",
     "load_run": "probes.runs",
     "find_runs": "probes.runs",
     "UsageError": "probes.errors",

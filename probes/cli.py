@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "probes.demo:COMMAND",
     "compare": "analysis.compare:COMMAND",
     "report": "analysis.report:COMMAND",
+    "gradients": "probes.lens.run:COMMAND",
 }
 DEFAULT_SUBCOMMAND = "probe"
 CONFIG_DEST = "config"

@@ -54,8 +54,13 @@ class DataFlags(Flags):
             raise UsageError(f"--seq-len must be at least 2; got {self.seq_len}")
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise UsageError(f"--max-tokens must be positive; got {self.max_tokens}")
-        if self.seed is not None and not 0 <= self.seed < 2**32:
-            raise UsageError(f"--seed must be between 0 and 2**32 - 1; got {self.seed}")
+        check_seed(self.seed)
+
+
+def check_seed(seed: int | None) -> None:
+    """Every seed of the toolkit seeds numpy and torch, which take 0 .. 2**32 - 1 (None: a default is used)."""
+    if seed is not None and not 0 <= seed < 2**32:
+        raise UsageError(f"--seed must be between 0 and 2**32 - 1; got {seed}")
 
 
 @dataclass(kw_only=True)

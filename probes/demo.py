@@ -11,7 +11,9 @@ Steps (each writes its own folder under --out and is skipped when a previous run
    a byte-level BPE fitted on the training documents (`probe-future train`);
 3. `{vanilla,myopic,bigram}/eval/`: held-out loss by position (`probe-future eval`);
 4. `{vanilla,myopic}/probe/`: future-token probes at tau = 1..5 (`probe-future probe`), with a random-init control;
-5. `comparison.csv` and `report.html`: the myopia gap, the pre-caching share and the probe deltas with
+5. `{vanilla,myopic}/gradients/` and `gradients/synthetic-{vanilla,myopic}/`: the gradient lens on the trained
+   models and on the synthetic pair (`probe-future gradients`);
+6. `comparison.csv` and `report.html`: the myopia gap, the pre-caching share and the probe deltas with
    bootstrap intervals, and the HTML report, synthetic task included (`probe-future compare`).
 
 Each step builds its stage's config (the same object the stage's flags make) and runs the stage; the comparison
@@ -34,14 +36,18 @@ from typing import Any
 
 import simple_parsing
 
-from probes.config import Command
+from probes.config import Command, check_seed
 from probes.errors import UsageError
+from probes.runs import DEMO_MARKER, claim_folder
 
 DEFAULT_OUT = Path("reports") / "demo"
 NL_MODES = ("vanilla", "myopic", "bigram")
 PROBED_MODES = ("vanilla", "myopic")
 PROBE_TAUS = (1, 2, 3, 4, 5)
 REPORT_MARK = ".report-done"
+# The gradient lens per model: token budget and windows per batch (other scales: 16,384 tokens, batches of 16).
+LENS_TOKENS = {"full": 32_768, "toy": 2_048}
+LENS_BATCH = {"full": 32, "toy": 8}
 SYNTHETIC_MARK = ".demo-done"
 
 
@@ -130,6 +136,13 @@ class Layout:
     def subject(self, mode: str) -> Path:
         return self.out / mode
 
+    def gradients(self, mode: str) -> Path:
+        return self.out / mode / "gradients"
+
+    @property
+    def synthetic_gradients(self) -> Path:
+        return self.out / "gradients"
+
     @property
     def report(self) -> Path:
         return self.out / "report.html"
@@ -166,15 +179,32 @@ def _quiet_worker(threads: int) -> None:
     hf_logging.disable_progress_bar()
 
 
-def step_synthetic(layout: Layout, scale: Scale, seed: int) -> float:
-    if synthetic_finished(layout):
+def _synthetic_config(layout: Layout, scale: Scale, seed: int) -> Any:
+    from probes.synthetic import SyntheticConfig
+
+    knobs = {"workers": 1} | scale.synthetic  # this worker is one of the demo's parallel slots
+    return SyntheticConfig(out=str(layout.synthetic), compare=True, preset="cpu", seed=seed, progress=False, **knobs)
+
+
+def step_synthetic_model(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
+    """One model of the synthetic pair: the two train in two workers at once (the demo's longest chain)."""
+    if synthetic_finished(layout) or _finished(layout.synthetic / mode, "training.json"):
         return 0.0
-    from probes.synthetic import SyntheticConfig, run_synthetic_compare
+    from probes.synthetic.run import train_compare_model
 
     started = time.perf_counter()
-    knobs = {"workers": 1} | scale.synthetic  # this worker is one of the demo's parallel slots
-    config = SyntheticConfig(out=str(layout.synthetic), compare=True, preset="cpu", seed=seed, progress=False, **knobs)
-    run_synthetic_compare(config)
+    train_compare_model(_synthetic_config(layout, scale, seed), mode)
+    return time.perf_counter() - started
+
+
+def step_synthetic(layout: Layout, scale: Scale, seed: int) -> float:
+    """The synthetic comparison (probes, losses, the untrained control) once both models are trained."""
+    if synthetic_finished(layout):
+        return 0.0
+    from probes.synthetic import run_synthetic_compare
+
+    started = time.perf_counter()
+    run_synthetic_compare(_synthetic_config(layout, scale, seed))
     (layout.synthetic / SYNTHETIC_MARK).write_text("finished\n", encoding="utf-8")
     return time.perf_counter() - started
 
@@ -249,6 +279,45 @@ def step_probe(layout: Layout, scale: Scale, seed: int, mode: str) -> float:
     return time.perf_counter() - started
 
 
+def _lens(model: Path, out: Path, scale: Scale, seed: int) -> None:
+    from probes.lens.run import GradientsConfig, run_gradients
+
+    config = GradientsConfig(
+        model=str(model),
+        out=str(out),
+        data=scale.data,
+        max_tokens=LENS_TOKENS.get(scale.name, 16_384),
+        batch_size=LENS_BATCH.get(scale.name, 16),
+        n_boot=scale.n_boot,
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
+    run_gradients(config)
+
+
+def step_gradients(layout: Layout, scale: Scale, seed: int) -> float:
+    """The gradient lens on the trained vanilla and myopic models (one step: they share the tokenised windows)."""
+    todo = [mode for mode in PROBED_MODES if not _finished(layout.gradients(mode), "results.parquet")]
+    if not todo:
+        return 0.0
+    started = time.perf_counter()
+    for mode in todo:
+        _lens(layout.model(mode), layout.gradients(mode), scale, seed)
+    return time.perf_counter() - started
+
+
+def step_gradients_synthetic(layout: Layout, scale: Scale, seed: int) -> float:
+    """The gradient lens on the synthetic pair, where pre-caching is required."""
+    todo = [m for m in PROBED_MODES if not _finished(layout.synthetic_gradients / f"synthetic-{m}", "results.parquet")]
+    if not todo:
+        return 0.0
+    started = time.perf_counter()
+    for mode in todo:
+        _lens(layout.synthetic / mode, layout.synthetic_gradients / f"synthetic-{mode}", scale, seed)
+    return time.perf_counter() - started
+
+
 def _inputs_stamp(layout: Layout) -> str:
     """What the report was made from: every input results file with its modification time."""
     files = sorted(layout.out.glob("*/*/results.parquet")) + sorted(layout.synthetic.glob("results.parquet"))
@@ -269,6 +338,7 @@ def step_report(layout: Layout, scale: Scale, seed: int) -> float:
         myopic=str(layout.subject("myopic")),
         bigram=str(layout.subject("bigram")),
         synthetic=str(layout.synthetic) if synthetic_finished(layout) else None,
+        gradients=str(layout.synthetic_gradients) if layout.synthetic_gradients.is_dir() else None,
         out=str(layout.out),
         n_boot=scale.n_boot,
         seed=seed,
@@ -289,12 +359,46 @@ class Step:
     after: tuple[str, ...] = ()
 
 
+# Seconds each step took on 2 CPU cores (the full scale; the issue-15 profile): only their order matters, for the
+# rule that starts, among the steps that are ready, the one with the longest chain of work still behind it.
+STEP_COST = {"synthetic myopic": 400, "synthetic vanilla": 330, "synthetic": 40, "train": 180, "probe vanilla": 400}
+STEP_COST |= {"probe myopic": 200, "eval": 15, "gradients": 60, "gradients synthetic": 30, "report": 5}
+
+
+def _cost(name: str) -> float:
+    return STEP_COST.get(name, STEP_COST.get(name.split()[0], 10.0))
+
+
+def chain_lengths(steps: list[Step]) -> dict[str, float]:
+    """Per step: its cost plus the longest chain of steps that wait for it (its critical-path length)."""
+    waiting: dict[str, list[str]] = {step.name: [] for step in steps}
+    for step in steps:
+        for name in step.after:
+            waiting[name].append(step.name)
+    lengths: dict[str, float] = {}
+
+    def length(name: str) -> float:
+        if name not in lengths:
+            lengths[name] = _cost(name) + max((length(after) for after in waiting[name]), default=0.0)
+        return lengths[name]
+
+    return {step.name: length(step.name) for step in steps}
+
+
 def plan(include_synthetic: bool = True) -> list[Step]:
-    """Every step, longest first, with what it waits for."""
-    steps = [Step("synthetic", step_synthetic)] if include_synthetic else []
+    """Every step with what it waits for (run_steps starts the ready step with the longest chain first)."""
+    steps: list[Step] = []
+    if include_synthetic:
+        models = tuple(f"synthetic {mode}" for mode in ("myopic", "vanilla"))
+        steps += [Step(name, step_synthetic_model, (name.split()[1],)) for name in models]
+        steps.append(Step("synthetic", step_synthetic, (), models))
     steps += [Step(f"train {mode}", step_train, (mode,)) for mode in ("myopic", "vanilla", "bigram")]
     steps += [Step(f"probe {mode}", step_probe, (mode,), (f"train {mode}",)) for mode in PROBED_MODES]
     steps += [Step(f"eval {mode}", step_eval, (mode,), (f"train {mode}",)) for mode in NL_MODES]
+    steps.append(Step("gradients", step_gradients, (), tuple(f"train {mode}" for mode in PROBED_MODES)))
+    if include_synthetic:
+        trained = tuple(f"synthetic {mode}" for mode in ("myopic", "vanilla"))
+        steps.append(Step("gradients synthetic", step_gradients_synthetic, (), trained))
     done_before_report = tuple(step.name for step in steps)
     return [*steps, Step("report", step_report, (), done_before_report)]
 
@@ -308,7 +412,8 @@ def run_steps(steps: list[Step], layout: Layout, scale: Scale, seed: int, worker
     threads = max(1, (os.cpu_count() or 1) // workers)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    pending = list(steps)
+    priority = chain_lengths(steps)
+    pending = sorted(steps, key=lambda step: -priority[step.name])  # stable: plan order breaks ties
     running: dict[Future[float], Step] = {}
     context = get_context("spawn")  # a clean interpreter per worker: no forked torch thread pools
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker, initargs=(threads,)) as pool:
@@ -338,21 +443,19 @@ def _say(started: float, text: str) -> None:
 # ---------------------------------------------------------------------------------------------- the demo
 
 
+def _settings(scale: Scale, seed: int) -> dict[str, Any]:
+    """What a demo folder is made with: another scale or seed needs another folder."""
+    return {"scale": asdict(scale), "seed": seed}
+
+
 def prepare(layout: Layout, scale: Scale, seed: int) -> None:
-    """Create --out, refuse a folder written at another scale or seed, write the model config."""
-    settings = {"scale": asdict(scale), "seed": seed}
-    record = layout.out / "demo.json"
-    if record.is_file():
-        if json.loads(record.read_text(encoding="utf-8")) != settings:
-            raise UsageError(f"{layout.out} holds a demo of another scale or seed; use another --out")
-    elif layout.out.exists() and any(layout.out.iterdir()):
-        raise UsageError(f"{layout.out} is not empty and holds no demo; use another --out")
+    """Claim --out (a folder of another scale or seed is refused), write the model config."""
+    claim_folder(layout.out, "demo", _settings(scale, seed), marker=DEMO_MARKER, replaceable=False)
     try:
         layout.model_config.parent.mkdir(parents=True, exist_ok=True)
+        layout.model_config.write_text(json.dumps(scale.model, indent=1) + "\n", encoding="utf-8")
     except OSError as error:
-        raise UsageError(f"cannot create {layout.out}: {error.strerror}") from None
-    layout.model_config.write_text(json.dumps(scale.model, indent=1) + "\n", encoding="utf-8")
-    record.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+        raise UsageError(f"cannot write to --out {layout.out}: {error.strerror}") from None
 
 
 def run_demo(
@@ -363,8 +466,10 @@ def run_demo(
         raise UsageError(f"unknown --scale {scale!r}; choose one of {', '.join(SCALES)}")
     if workers is not None and workers < 1:
         raise UsageError("--workers must be at least 1")
+    check_seed(seed)
     chosen = SCALES[scale] if isinstance(scale, str) else scale
     layout = Layout(Path(out).expanduser())
+    claim_folder(layout.out, "demo", _settings(chosen, seed), marker=DEMO_MARKER, replaceable=False, dry_run=True)
     _check_corpus(chosen.data)
     prepare(layout, chosen, seed)
     started = time.perf_counter()
@@ -414,6 +519,9 @@ class DemoConfig:
     """steps run side by side (default: CPU cores, at most 4)"""
     synthetic: bool = simple_parsing.flag(default=True, negative_option="--no-synthetic")
     """run the synthetic task (--no-synthetic skips it)"""
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 def run_demo_command(config: DemoConfig) -> int:

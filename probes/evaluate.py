@@ -5,7 +5,9 @@
 Position p is the loss of predicting token p+1 from tokens 0..p, so a window of T tokens gives positions
 0..T-2. Only windows of the held-out documents are scored (the document split that training and the probe job
 use for the same --data and --seed); for a checkpoint trained here, --data, --seq-len and --seed default to the
-values in its training.json. Intervals are 95% bootstrap intervals over windows.
+values in its training.json. Every held-out window is scored unless --max-tokens caps the windows drawn (the
+command says which). Intervals are 95% bootstrap intervals over held-out documents (windows of one document are
+correlated, so whole documents are resampled, as everywhere in the toolkit).
 
 Writes `results.csv`/`results.parquet` (the shared schema: metric ce_nats, probe "model", target "token",
 tau 1, a `position` column that is empty for the overall row), `per_window.parquet` (each window's mean and
@@ -32,7 +34,7 @@ from probes.corpus import TokenWindows, load_documents, make_windows, split_by_d
 from probes.errors import UsageError
 from probes.io import atomic_write, atomic_write_json
 from probes.models import PlainModel, load_plain_model
-from probes.runs import TEST_FRACTION, training_record
+from probes.runs import TEST_FRACTION, claim_folder, input_paths, same_data, training_record
 from probes.training.losses import window_losses
 
 FORWARD_MODES = ("auto", "vanilla", "bigram")
@@ -62,14 +64,14 @@ class EvalConfig(ModelFlags, DataFlags, OutputFlags, ProgressFlag):
     """window length in tokens (default: a trained checkpoint's training value, else 64)"""
     seed: int | None = None
     """seed for sampling, the document split and bootstraps (default: a trained checkpoint's, else 0)"""
-    overwrite: bool = field(default=False, cmd=False)
-    """not a flag of eval, which rewrites its own files on every run"""
+    max_tokens: int | None = None
+    """cap on the tokens of the windows drawn before the split (default: none, every held-out window is scored)"""
     forward: str = field(default="auto", choices=FORWARD_MODES)
     """auto (bigram for a bigram checkpoint, else vanilla) | vanilla | bigram"""
     batch_size: int = 8
     """windows per forward pass"""
     n_boot: int = 1000
-    """bootstrap resamples over windows"""
+    """bootstrap resamples over held-out documents"""
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ def resolve_eval(config: EvalConfig) -> EvalSettings:
     seq_len = config.seq_len if config.seq_len is not None else int(data_info.get("seq_len", DEFAULT_SEQ_LEN))
     if seq_len < 2:
         raise UsageError("--seq-len must be at least 2")
+    check_split_seed(config, data_info)
     return EvalSettings(
         data=config.data if config.data is not None else str(data_info.get("spec", "bundled")),
         seq_len=seq_len,
@@ -112,15 +115,39 @@ def resolve_eval(config: EvalConfig) -> EvalSettings:
     )
 
 
+def check_split_seed(config: EvalConfig, data_info: dict[str, Any]) -> None:
+    """Refuse a --seed that splits a checkpoint's own training data otherwise than training did: the held-out
+    windows would then include documents the model was trained on."""
+    trained_seed, trained_data = data_info.get("seed"), data_info.get("spec")
+    if config.seed is None or trained_seed is None or config.seed == trained_seed:
+        return
+    if config.data is None or (trained_data is not None and same_data(config.data, str(trained_data))):
+        raise UsageError(
+            f"--seed {config.seed} splits the documents otherwise than training did (seed {trained_seed}): the "
+            f"held-out windows would include documents {config.model} was trained on; drop --seed"
+        )
+
+
+def eval_identity(config: EvalConfig, settings: EvalSettings, weights_hash: str, data_hash: str) -> dict[str, Any]:
+    """The settings that change a number of an eval run (not where or how verbosely it runs)."""
+    given = {"model": config.model, "batch_size": config.batch_size, "n_boot": config.n_boot}
+    return given | asdict(settings) | {"weights_hash": weights_hash, "data_hash": data_hash}
+
+
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def position_rows(losses: np.ndarray, model: str, settings: EvalSettings, n_boot: int) -> list[dict[str, Any]]:
-    """The overall row and one row per position, each with a bootstrap interval over windows."""
+def position_rows(
+    losses: np.ndarray, docs: np.ndarray, model: str, settings: EvalSettings, n_boot: int
+) -> list[dict[str, Any]]:
+    """The overall row and one row per position, each with a bootstrap interval over documents.
+
+    `losses` (windows, positions); `docs` (windows,) the document of each window: the resampling unit.
+    """
     from probes.stats import bootstrap_mean_ci
 
     values = np.concatenate([losses.mean(axis=1, keepdims=True), losses], axis=1)
-    point, low, high = bootstrap_mean_ci(values, np.arange(len(losses)), n_boot=n_boot, seed=settings.seed)
+    point, low, high = bootstrap_mean_ci(values, docs, n_boot=n_boot, seed=settings.seed)
     base = {
         "model": model,
         "kind": settings.kind,
@@ -131,6 +158,7 @@ def position_rows(losses: np.ndarray, model: str, settings: EvalSettings, n_boot
         "metric": "ce_nats",
         "n_train": settings.n_train,
         "n_test": len(losses),
+        "n_test_docs": len(np.unique(docs)),
         "seed": settings.seed,
         "forward": settings.forward,
     }
@@ -180,16 +208,14 @@ def evaluate(config: EvalConfig) -> pd.DataFrame:
     _, test = split_by_document(windows, settings.test_fraction, settings.seed)
     if len(test) == 0:
         raise UsageError("no held-out windows to score: use more text")
+    out = Path(config.out).expanduser()
+    identity = eval_identity(config, settings, loaded.weights_hash, windows.fingerprint())
+    inputs = input_paths(config.model, settings.data)
+    claim_folder(out, "eval", identity, overwrite=config.overwrite, inputs=inputs)
     tokens = torch.from_numpy(windows.tokens[test])
     with forward_context(model, settings.forward):
         losses = window_losses(model, tokens, config.batch_size, loaded.device, progress=config.progress)
-    results = tidy(position_rows(losses, config.model, settings, config.n_boot))
-
-    out = Path(config.out).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {out}: {error.strerror}") from None
+    results = tidy(position_rows(losses, windows.doc_index[test], config.model, settings, config.n_boot))
     write_results(results, out)
     per_window = per_window_frame(losses, windows, test)
     atomic_write(out / "per_window.parquet", lambda tmp: per_window.to_parquet(tmp, index=False))
@@ -237,12 +263,21 @@ def _write_provenance(
 def run_eval_command(config: EvalConfig) -> int:
     results = evaluate(config)
     overall = results[results["position"].isna()].iloc[0]
+    print(scored_text(overall, config.max_tokens))
     print(
         f"held-out cross-entropy: {overall['value']:.4f} nats "
-        f"[{overall['ci_low']:.4f}, {overall['ci_high']:.4f}] over {overall['n_test']} windows "
-        f"({overall['forward']} forward); results: {Path(config.out) / 'results.csv'}"
+        f"[{overall['ci_low']:.4f}, {overall['ci_high']:.4f}] (95% interval over documents, "
+        f"{overall['forward']} forward); results: {Path(config.out) / 'results.csv'}"
     )
     return 0
+
+
+def scored_text(overall: pd.Series, max_tokens: int | None) -> str:
+    """What was scored, in words: every held-out window, or those of a --max-tokens sample."""
+    counts = f"{overall['n_test']} windows of {overall['n_test_docs']} held-out documents"
+    if max_tokens is None:
+        return f"scored every held-out window: {counts}"
+    return f"scored only the held-out part of a --max-tokens {max_tokens} sample: {counts} (drop --max-tokens for all)"
 
 
 COMMAND = Command(EvalConfig, run_eval_command, help="held-out cross-entropy of a model, overall and by position")

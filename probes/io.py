@@ -26,14 +26,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        # mkstemp creates owner-only files; results are meant to be shared like any other output.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        share_file(tmp)  # mkstemp creates owner-only files
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def share_file(path: str | os.PathLike[str]) -> None:
+    """Give a file the permissions of any other output (0666 less the umask): results are meant to be shared,
+    and some writers (mkstemp, safetensors) create owner-only files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

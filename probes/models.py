@@ -10,22 +10,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from probes.corpus.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer
 from probes.errors import UsageError
+from probes.hub import hub_reachable
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "tokenizer_config.json")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+CAUSAL_CHECK_LENGTH = 8  # tokens of the forward pass that checks a model cannot see later tokens
 
 
 @dataclass
@@ -85,17 +86,71 @@ def _is_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not Path(spec).exists()
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    from huggingface_hub import constants
+def _hub_reachable() -> bool:
+    """`probes.hub.hub_reachable`, under the name other modules import."""
+    return hub_reachable()
 
-    if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+def max_positions(config: PretrainedConfig) -> int | None:
+    """The longest input the model's position embeddings allow (None when its config does not say)."""
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def check_positions(model: PreTrainedModel, seq_len: int, name: str) -> None:
+    """Refuse windows longer than the model's positions, before any work."""
+    positions = max_positions(model.config)
+    if positions is not None and positions < seq_len:
+        raise UsageError(f"{name} has {positions} positions, fewer than --seq-len {seq_len}")
+
+
+def check_causal(model: PreTrainedModel, name: str) -> None:
+    """Refuse a model whose prediction at a position changes with a later token (BERT and other encoders):
+    the toolkit studies what a left-to-right model prepares for the future, so it must not see the future."""
+    length = min(CAUSAL_CHECK_LENGTH, max_positions(model.config) or CAUSAL_CHECK_LENGTH)
+    vocab = min(int(model.config.vocab_size), 1000)
+    tokens = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
+    changed = tokens.clone()
+    changed[0, -1] = (tokens[0, -1] + 1) % vocab
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+        with torch.no_grad():
+            before = model(input_ids=tokens.to(device)).logits[0, :-1]
+            after = model(input_ids=changed.to(device)).logits[0, :-1]
+    except Exception as error:  # an architecture that cannot run as a causal LM fails in its own way
+        raise UsageError(f"cannot run {name} as a causal language model: {_first_line(error)}") from None
+    finally:
+        model.train(was_training)
+    if not torch.allclose(before, after, rtol=1e-4, atol=1e-4):
+        raise UsageError(
+            f"{name} ({type(model).__name__}) is not a causal language model: its prediction at a position changes "
+            "with later tokens; probe-future studies left-to-right models only"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _check_loaded_weights(info: dict[str, Any], source: str) -> None:
+    """Missing or unexpected weights mean config.json and the weights file describe different models."""
+    problems = {
+        "missing_keys": "the config expects weights the file does not have",
+        "unexpected_keys": "the file has weights the config's model does not use",
+        "mismatched_keys": "weights have other shapes than the config's",
+    }
+    for key, problem in problems.items():
+        names = sorted(str(entry[0] if isinstance(entry, tuple) else entry) for entry in info.get(key) or ())
+        if names:
+            raise UsageError(
+                f"{source}: config.json does not match the weights: {problem} ({len(names)}, e.g. {names[0]})"
+            )
 
 
 def _check_local_folder(folder: Path) -> None:
@@ -116,7 +171,7 @@ def _hub_source(name: str) -> str:
         return name
     except (OSError, ValueError):
         pass
-    if not _hub_reachable():
+    if not hub_reachable():
         raise UsageError(
             f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable; "
             "download it once with hub access, or point --model at a local model folder"
@@ -152,10 +207,10 @@ def _load_hf_model(source: str) -> PreTrainedModel:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+            model, info = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, output_loading_info=True)
     except Exception as error:  # corrupt files surface as OSError, ValueError or safetensors' own errors
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"cannot load model weights from {source}: {message}") from None
+        raise UsageError(f"cannot load model weights from {source}: {_first_line(error)}") from None
+    _check_loaded_weights(info, source)
     return model.eval()
 
 
@@ -201,6 +256,7 @@ def load_plain_model(spec: str, device: str = "auto") -> PlainModel:
     else:
         source = _hub_source(resolved)
     hf_model = _load_hf_model(source)
+    check_causal(hf_model, spec)
     tokenizer = load_tokenizer(source, int(hf_model.config.vocab_size))
     target = resolve_device(device)
     return PlainModel(spec, source, hf_model.to(target), tokenizer, target, weights_hash(hf_model))

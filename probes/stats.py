@@ -6,7 +6,9 @@ drawn documents divided by the number of those pairs (a ratio estimator; documen
 numbers of pairs). Intervals are percentile intervals.
 
 The bootstrap is vectorised: per-document sums and counts, times an (n_boot, G) matrix of how often each
-document was drawn, gives every resample in two matrix products.
+document was drawn, gives every resample in two matrix products. Those products (`resample_sums`) run in numpy's
+own single-threaded loop, not BLAS: a multi-threaded BLAS splits the sum over documents by its thread count, so the
+last bits of an interval would depend on how many threads the machine gave it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ def bootstrap_counts(draws: np.ndarray, n_groups: int) -> np.ndarray:
     return np.bincount(flat, minlength=n_boot * n_groups).reshape(n_boot, n_groups)
 
 
+def resample_sums(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`weights @ values` ((n_boot, G) @ (G,) or (G, m)) with a summation order fixed by the shapes alone: the
+    same bits for any BLAS and thread count."""
+    spec = "bg,g->b" if values.ndim == 1 else "bg,gm->bm"
+    return np.einsum(spec, weights, values, optimize=False)
+
+
 def _group_index(groups: np.ndarray, n: int) -> tuple[np.ndarray, int]:
     groups = np.asarray(groups)
     if groups.shape != (n,):
@@ -65,7 +74,7 @@ def _bootstrap(
     np.add.at(sums, index, values)
     counts = np.bincount(index, minlength=n_groups).astype(np.float64)
     weights = bootstrap_weights(n_groups, n_boot, seed).astype(np.float64)
-    stats = (weights @ sums) / (weights @ counts)[:, None]
+    stats = resample_sums(weights, sums) / resample_sums(weights, counts)[:, None]
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha], axis=0)
     point = values.mean(axis=0)

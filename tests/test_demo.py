@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from probes import cli
-from probes.demo import NL_MODES, PROBED_MODES, SCALES, Layout, plan, run_demo
+from probes.demo import NL_MODES, PROBED_MODES, SCALES, Layout, chain_lengths, plan, run_demo
 from tests.conftest import write_documents
 
 
@@ -29,10 +29,18 @@ def toy_demo(tmp_path_factory: pytest.TempPathFactory, toy_scale) -> Path:
 
 def test_plan_orders_steps_after_what_they_need() -> None:
     names = [step.name for step in plan()]
-    assert names[0] == "synthetic" and names[-1] == "report"
+    assert names[:3] == ["synthetic myopic", "synthetic vanilla", "synthetic"] and names[-1] == "report"
     for step in plan():
         assert all(names.index(before) < names.index(step.name) for before in step.after)
     assert [step.name for step in plan(include_synthetic=False)][0] == "train myopic"
+
+
+def test_the_longest_chain_starts_first() -> None:
+    """The synthetic pair trains in two workers; among ready steps the one with most work behind it goes first."""
+    lengths = chain_lengths(plan())
+    assert lengths["train vanilla"] > lengths["train bigram"]  # the vanilla model is probed after training
+    assert lengths["synthetic myopic"] > lengths["synthetic vanilla"] > lengths["synthetic"] > lengths["report"]
+    assert max(lengths, key=lengths.__getitem__) in ("train vanilla", "synthetic myopic")
 
 
 @pytest.mark.slow
@@ -85,7 +93,7 @@ def test_refuses_another_scale_in_the_same_folder(tmp_path: Path, toy_scale) -> 
     from probes.errors import UsageError
 
     prepare(Layout(tmp_path), toy_scale, seed=0)
-    with pytest.raises(UsageError, match="another scale or seed"):
+    with pytest.raises(UsageError, match="other settings; differs in: seed"):
         prepare(Layout(tmp_path), toy_scale, seed=1)
 
 

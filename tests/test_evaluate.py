@@ -147,3 +147,59 @@ def test_missing_model_is_one_line(tmp_path, capsys) -> None:
     code, err = run_cli(eval_args(tmp_path / "nowhere", tmp_path / "eval"), capsys)
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "does not exist" in lines[0], err
+
+
+# ------------------------------------------------------------------ intervals over documents, every window scored
+
+ALIKE_WORDS = ("king", "queen", "castle", "garden", "night", "moon", "river", "soldier", "war", "peace")
+
+
+def write_alike_corpus(folder: Path, n_docs: int = 60, words: int = 400) -> Path:
+    """Documents each made of one repeated word pair: every window of a document is the same token sequence
+    (so has the same losses), while documents differ. 24,000 tokens: more than the old 20,000-token default."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(n_docs):
+        first, second = ALIKE_WORDS[index % 10], ALIKE_WORDS[(index // 10 + index + 1) % 10]
+        (folder / f"doc-{index:03d}.txt").write_text(" " + " ".join([first, second] * (words // 2)), encoding="utf-8")
+    return folder
+
+
+def test_intervals_resample_documents_and_every_window_is_scored(tiny_gpt2_dir, tmp_path, capsys) -> None:
+    from probes.corpus.tokenizer import gpt2_tokenizer
+    from probes.stats import bootstrap_mean_ci, bootstrap_weights
+
+    corpus = write_alike_corpus(tmp_path / "alike")
+    out = tmp_path / "eval"
+    code, err = run_cli(eval_args(tiny_gpt2_dir, out, "--data", str(corpus), "--seq-len", "16"), capsys)
+    assert code == 0, err
+    # Every held-out window, not a 20,000-token sample of the corpus.
+    windows = make_windows(load_documents(str(corpus)), gpt2_tokenizer(), 16)
+    _, test = split_by_document(windows, 0.2, seed=0)
+    per_window = pd.read_parquet(out / "per_window.parquet")
+    assert sorted(per_window["window"]) == sorted(test.tolist())
+
+    results = pd.read_parquet(out / "results.parquet")
+    overall = results[results["position"].isna()].iloc[0]
+    docs = per_window["doc_index"].to_numpy()
+    losses = per_window["ce_mean"].to_numpy()
+    # Brute force: resample documents (sorted ids), each resample a ratio of document sums over window counts.
+    unique, index = np.unique(docs, return_inverse=True)
+    weights = bootstrap_weights(len(unique), 200, 0).astype(float)
+    sums, counts = np.bincount(index, weights=losses), np.bincount(index).astype(float)
+    expected = np.quantile((weights @ sums) / (weights @ counts), [0.025, 0.975])
+    assert [overall["ci_low"], overall["ci_high"]] == pytest.approx(list(expected))
+    assert overall["n_test_docs"] == len(unique)
+    # Windows of a document are alike, so a window-level interval would be far too narrow.
+    _, low, high = bootstrap_mean_ci(losses, np.arange(len(losses)), n_boot=200, seed=0)
+    assert overall["ci_high"] - overall["ci_low"] > 2.5 * (high - low)
+
+
+def test_eval_says_what_it_scored(tiny_gpt2_dir, tmp_path, capsys) -> None:
+    from probes.cli import main
+
+    corpus = write_alike_corpus(tmp_path / "alike", n_docs=20, words=64)
+    base = eval_args(tiny_gpt2_dir, tmp_path / "eval", "--data", str(corpus), "--seq-len", "16")
+    assert main(base) == 0
+    assert "scored every held-out window" in capsys.readouterr().out
+    assert main([*base, "--max-tokens", "640", "--overwrite"]) == 0  # other settings: replaces the run
+    assert "scored only the held-out part of a --max-tokens 640 sample" in capsys.readouterr().out

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from probes.corpus.document import Document
 from probes.errors import UsageError
+from probes.hub import cache_only_unless_reachable
 
 _HUB_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?(:[\w.-]+)?$")
 
@@ -28,6 +27,7 @@ def load_documents(spec: str) -> list[Document]:
         if path.is_dir():
             documents = _load_folder(path)
         elif path.exists():
+            _check_regular(path)
             documents = _load_jsonl(path) if path.suffix == ".jsonl" else [Document(path.name, _read_text(path))]
         elif _looks_like_hub_name(spec):
             documents = _load_hub(spec)
@@ -57,8 +57,34 @@ def _read_text(path: Path) -> str:
     return text.replace("\r\n", "\n")
 
 
+def _check_regular(path: Path) -> None:
+    """A named pipe, socket or device would block or never end: only regular files are read."""
+    if not path.is_file():
+        raise UsageError(f"{path} is not a regular file (a named pipe, socket or device); give a file or a folder")
+
+
+def _text_files(folder: Path) -> list[Path]:
+    """Every .txt file under `folder`; an unreadable subfolder or a .txt entry that is not a readable regular
+    file (a broken link, a pipe) is an error, so that no part of the corpus is left out unnoticed."""
+
+    def refuse(error: OSError) -> None:
+        raise UsageError(f"cannot read folder {error.filename}: {error.strerror or error}")
+
+    files = []
+    for root, _, names in os.walk(folder, onerror=refuse):
+        for name in names:
+            path = Path(root) / name
+            if not name.endswith(".txt"):
+                continue
+            if path.is_symlink() and not path.exists():
+                raise UsageError(f"{path} is a broken link (to {os.readlink(path)})")
+            _check_regular(path)
+            files.append(path)
+    return sorted(files)
+
+
 def _load_folder(folder: Path) -> list[Document]:
-    files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
+    files = _text_files(folder)
     if not files:
         raise UsageError(f"folder {folder} has no .txt files")
     return [Document(p.relative_to(folder).as_posix(), _read_text(p)) for p in files]
@@ -90,7 +116,7 @@ def _load_hub(spec: str) -> list[Document]:
     try:
         import datasets
 
-        with _offline_if_requested():
+        with cache_only_unless_reachable():
             dataset = datasets.load_dataset(name, config or None, split="train")
     except Exception as exc:  # network, offline mode, unknown name, ...: all are "dataset unavailable"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -100,21 +126,3 @@ def _load_hub(spec: str) -> list[Document]:
     if "text" not in dataset.column_names:
         raise UsageError(f'hub dataset {spec} has no "text" field (fields: {", ".join(dataset.column_names)})')
     return [Document(f"{spec}/train/{i}", text) for i, text in enumerate(dataset["text"]) if text]
-
-
-@contextmanager
-def _offline_if_requested() -> Iterator[None]:
-    """Honour HF_HUB_OFFLINE set after `datasets` was imported (it reads the variable once, at import);
-    otherwise an offline machine waits through a minute of network retries before failing."""
-    import datasets.config
-    import huggingface_hub.constants
-
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() not in {"1", "ON", "YES", "TRUE"}:
-        yield
-        return
-    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ class TokenWindows:
     start: np.ndarray  # (n_windows,) int64, token offset of the window inside its document
     doc_names: list[str]
     seq_len: int
+    # Documents with at least one window before --max-tokens drew a sample of windows (None: no sample drawn);
+    # it tells a refusal what happened when the sample left too few documents.
+    sampled_from_docs: int | None = None
 
     def fingerprint(self) -> str:
         """Content hash of the windows: the data hash stamped in provenance."""
@@ -51,6 +55,7 @@ class TokenWindows:
             start=self.start[index],
             doc_names=self.doc_names,
             seq_len=self.seq_len,
+            sampled_from_docs=self.sampled_from_docs,
         )
 
 
@@ -98,10 +103,43 @@ def make_windows(
         keep = np.random.default_rng(seed).permutation(len(windows))[: max_tokens // seq_len]
         # Windows are built in (document, start) order, so sorting indices restores that order.
         windows = windows.subset(np.sort(keep))
+        windows.sampled_from_docs = len(chunks)
     return windows
 
 
-def _tokenize(documents: Sequence[Document], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+# Token ids of recently tokenised corpora, per process: the demo's worker processes train, evaluate and probe
+# models that share one tokenizer on one corpus, and tokenising it costs seconds each time.
+_TOKENISED: OrderedDict[tuple[str, str], list[np.ndarray]] = OrderedDict()
+_TOKENISED_KEEP = 2
+
+
+def _corpus_key(documents: Sequence[Document], tokenizer: PreTrainedTokenizerBase) -> tuple[str, str] | None:
+    """(tokenizer, documents) content hashes; None for a tokenizer without a serialisable fast backend."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    texts = hashlib.sha256()
+    for doc in documents:
+        texts.update(f"{len(doc.name)}:{doc.name}{len(doc.text)}:".encode())
+        texts.update(doc.text.encode())
+    return hashlib.sha256(backend.to_str().encode()).hexdigest(), texts.hexdigest()
+
+
+def _tokenize(documents: Sequence[Document], tokenizer: PreTrainedTokenizerBase) -> list[np.ndarray]:
+    """Token ids of every document (the same ids as tokenising it again; reused within a process)."""
+    key = _corpus_key(documents, tokenizer)
+    if key is not None and key in _TOKENISED:
+        _TOKENISED.move_to_end(key)
+        return _TOKENISED[key]
+    ids = [np.asarray(doc_ids, dtype=np.int64) for doc_ids in _tokenize_now(documents, tokenizer)]
+    if key is not None:
+        _TOKENISED[key] = ids
+        while len(_TOKENISED) > _TOKENISED_KEEP:
+            _TOKENISED.popitem(last=False)
+    return ids
+
+
+def _tokenize_now(documents: Sequence[Document], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     total_chars = sum(len(doc.text) for doc in documents)
     ids: list[list[int]] = []
     with tqdm(
@@ -127,7 +165,7 @@ def split_by_document(windows: TokenWindows, test_fraction: float, seed: int = 0
         raise UsageError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     present = np.unique(windows.doc_index)
     if len(present) < 2:
-        raise UsageError("need at least 2 documents to split train/test by document")
+        raise UsageError(_too_few_documents(windows, present))
     scores = np.array([_unit_hash(seed, windows.doc_names[i]) for i in present])
     is_test = scores < test_fraction
     if is_test.all():
@@ -137,6 +175,25 @@ def split_by_document(windows: TokenWindows, test_fraction: float, seed: int = 0
     test_docs = present[is_test]
     in_test = np.isin(windows.doc_index, test_docs)
     return np.flatnonzero(~in_test), np.flatnonzero(in_test)
+
+
+def _too_few_documents(windows: TokenWindows, present: np.ndarray) -> str:
+    """Why the windows come from fewer than 2 documents, in words."""
+    need = "the train/test split by document needs windows from at least 2 documents"
+    if len(present) == 0:
+        return f"no windows: {need}"
+    name, n_docs = windows.doc_names[present[0]], len(windows.doc_names)
+    if windows.sampled_from_docs is not None and windows.sampled_from_docs >= 2:
+        return (
+            f"the {len(windows)} windows that --max-tokens sampled all come from one document ({name}), of the "
+            f"{windows.sampled_from_docs} long enough for a window; {need}: raise --max-tokens"
+        )
+    if n_docs >= 2:
+        return (
+            f"only one of the {n_docs} documents ({name}) is at least one window ({windows.seq_len} tokens) long; "
+            f"{need}: lower --seq-len or add documents"
+        )
+    return f"the corpus is one document ({name}); {need}"
 
 
 def _unit_hash(seed: int, name: str) -> float:

@@ -1,7 +1,11 @@
 """Count baselines scored on the same test pairs as the probes.
 
-- Unigram: the train frequency of the label, add-k smoothed over the full vocabulary (k = 1 by default),
-  P(y) = (n(y) + k) / (N + kV). Top-1/top-5 are the most frequent train labels.
+- Unigram: the train frequency of the label, add-k smoothed over the full vocabulary,
+  P(y) = (n(y) + k) / (N + kV). Top-1/top-5 are the most frequent train labels. Add-one (k = 1) puts most of
+  the mass on unseen tokens when the vocabulary is large and the sample small (50k tokens, 20k pairs), so the
+  probe job chooses k from `ADD_K_GRID` as the value that minimises the cross-entropy of the train-side
+  validation documents under counts of the other train documents (`choose_add_k`, `fit_baselines`), then
+  refits on every train pair with that k.
 - Skip-bigram: P(y | x), x = the current token at t and y = the label at t+τ (the true token or the
   model's prediction). Estimated with interpolated Witten-Bell smoothing towards the unigram:
   P(y | x) = (n(x, y) + a(x) P(y)) / (n(x) + a(x)), where a(x) is the number of distinct labels seen
@@ -23,8 +27,11 @@ from torch import Tensor
 
 from probes.errors import UsageError
 from probes.probing.metrics import PairScores
+from probes.probing.targets import VAL_FRACTION, validation_split
 
 TOP = 5
+ADD_K_GRID = tuple(float(k) for k in np.logspace(-3, 1, 41))  # 0.001 .. 10, ten steps per decade
+DEFAULT_ADD_K = 1.0  # add-one, where there are no validation documents to choose k on
 
 
 def _as_ids(values: Tensor | np.ndarray, name: str) -> np.ndarray:
@@ -71,12 +78,33 @@ def _check_smoothing(k: float) -> None:
         raise UsageError(f"smoothing constant must be positive; got {k}")
 
 
+def choose_add_k(counts: np.ndarray, val_labels: np.ndarray, support: np.ndarray | None = None) -> float:
+    """The k of `ADD_K_GRID` minimising the cross-entropy of `val_labels` under (n(y) + k) / (N + k|S|).
+
+    ``counts`` (V,): label counts of the fitting documents; ``support`` (V,) bool: the tokens the distribution
+    covers (every token by default; validation labels outside it are ignored). Ties go to the smaller k;
+    without validation labels, `DEFAULT_ADD_K`.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    inside = np.ones(len(counts), dtype=bool) if support is None else np.asarray(support, dtype=bool)
+    labels = np.asarray(val_labels, dtype=np.int64)
+    labels = labels[(labels >= 0) & inside[np.clip(labels, 0, None)]]
+    if len(labels) == 0:
+        return DEFAULT_ADD_K
+    seen, multiplicity = np.unique(labels, return_counts=True)
+    grid = np.asarray(ADD_K_GRID)
+    total, size = float(counts[inside].sum()), float(inside.sum())
+    log_probs = np.log(counts[seen][None, :] + grid[:, None]) - np.log(total + grid * size)[:, None]
+    return float(grid[int(np.argmax((log_probs * multiplicity).sum(axis=1)))])  # no BLAS: the same bits anywhere
+
+
 @dataclass
 class Unigram:
     """Add-k smoothed label frequencies over the full vocabulary."""
 
     probs: np.ndarray  # (V,)
     top: np.ndarray  # (5,) most frequent labels
+    k: float = DEFAULT_ADD_K  # the add-k constant
 
     def log_prob(self, labels: np.ndarray) -> np.ndarray:
         return np.log(self.probs[labels])
@@ -100,7 +128,7 @@ def fit_unigram(labels: Tensor | np.ndarray, vocab_size: int, k: float = 1.0) ->
     counts = np.bincount(y, minlength=vocab_size).astype(np.float64)
     probs = (counts + k) / (counts.sum() + k * vocab_size)
     top = _ranked(counts, np.arange(vocab_size), min(TOP, vocab_size))
-    return Unigram(probs=probs, top=top)
+    return Unigram(probs=probs, top=top, k=float(k))
 
 
 @dataclass
@@ -208,3 +236,60 @@ def fit_skip_bigram(
     )
     model.top_contexts, model.top_table = _top_table(model)
     return model
+
+
+BASELINE_NAMES = ("unigram", "skip_bigram")
+
+
+@dataclass
+class Baselines:
+    """The count baselines of one (τ, target) head, fitted on every train pair.
+
+    ``k``: the add-k of the unigram (and of the skip-bigram's fallback to it), chosen on the validation documents.
+    ``validation``: each baseline refitted on the fitting documents only, scored on the validation documents
+    (what a choice between baselines, or between them and the probes, may look at); empty without them.
+    """
+
+    unigram: Unigram
+    skip_bigram: SkipBigram
+    k: float
+    validation: dict[str, PairScores]
+
+    def models(self) -> dict[str, Unigram | SkipBigram]:
+        return {"unigram": self.unigram, "skip_bigram": self.skip_bigram}
+
+
+def fit_baselines(
+    current: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    groups: np.ndarray,
+    vocab_size: int,
+    val_fraction: float = VAL_FRACTION,
+    seed: int = 0,
+) -> Baselines:
+    """Unigram and skip-bigram from train pairs (current token, label), pairs of label -1 ignored.
+
+    ``groups``: the document of each pair. A ``val_fraction`` of the documents (`validation_split`, the same
+    documents the softmax probe holds out for the same seed) chooses the unigram's add-k; the final models use
+    every train pair.
+    """
+    x, y = _pairs(current, labels, vocab_size, keep_missing=True)
+    keep = y >= 0
+    x, y, groups = x[keep], y[keep], np.asarray(groups)[keep]
+    if len(y) == 0:
+        raise UsageError("no train pairs for the count baselines: use more text or a smaller tau")
+    fit, val = validation_split(groups, val_fraction, seed)
+    k = choose_add_k(np.bincount(y[fit], minlength=vocab_size), y[val])
+    validation: dict[str, PairScores] = {}
+    if len(val):
+        on_fit = {
+            "unigram": fit_unigram(y[fit], vocab_size, k=k),
+            "skip_bigram": fit_skip_bigram(x[fit], y[fit], vocab_size, unigram_k=k),
+        }
+        validation = {name: model.score(x[val], y[val]) for name, model in on_fit.items()}
+    return Baselines(
+        unigram=fit_unigram(y, vocab_size, k=k),
+        skip_bigram=fit_skip_bigram(x, y, vocab_size, unigram_k=k),
+        k=k,
+        validation=validation,
+    )

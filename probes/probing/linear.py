@@ -7,8 +7,10 @@ Softmax probe
     Each head keeps its K most frequent train labels as classes plus an OTHER class for the rest.
     Predictions rank the K real classes only, so a true label outside the top K is always wrong.
     For cross-entropy the OTHER probability is spread over the out-of-top-K tokens in proportion to
-    their add-one smoothed train frequency, which makes every head a proper distribution over the
-    full vocabulary, comparable to the count baselines.
+    their add-k smoothed train frequency, which makes every head a proper distribution over the
+    full vocabulary, comparable to the count baselines. Each head's k is the value of
+    `probes.probing.baselines.ADD_K_GRID` that minimises the cross-entropy of the validation documents'
+    out-of-top-K labels (`choose_add_k`), as for the unigram baseline.
 
 Least-squares map (Future Lens "linear approximation")
     A ridge map from h_t at some layer to the model's final-layer residual at t+τ-1, decoded with the
@@ -28,8 +30,10 @@ from torch import Tensor
 
 from probes.errors import UsageError
 from probes.models import resolve_device
+from probes.probing.baselines import choose_add_k
 from probes.probing.metrics import PairScores
-from probes.probing.targets import TARGETS, target_labels
+from probes.probing.rowviews import is_view, subset
+from probes.probing.targets import TARGETS, VAL_FRACTION, target_labels, validation_split
 
 TOP = 5
 SCORE_CHUNK_ROWS = 4096
@@ -64,7 +68,8 @@ class SoftmaxConfig:
     batch_size: int = 256
     max_epochs: int = 8
     patience: int = 2
-    val_fraction: float = 0.1
+    val_fraction: float = VAL_FRACTION
+    other_k: float | None = None  # add-k of OTHER's spread; None: chosen on the validation documents
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
 
@@ -77,6 +82,7 @@ class SoftmaxConfig:
             (self.max_epochs >= 1, f"max_epochs must be at least 1; got {self.max_epochs}"),
             (self.patience >= 1, f"patience must be at least 1; got {self.patience}"),
             (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1); got {self.val_fraction}"),
+            (self.other_k is None or self.other_k > 0, f"other_k must be positive; got {self.other_k}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -96,6 +102,7 @@ class SoftmaxProbe:
     class_of: Tensor  # (Hh, V) class index of each token (K = OTHER)
     log_other: Tensor  # (Hh, V) log share of each out-of-top-K token in OTHER's mass (-inf in top K)
     vocab_size: int
+    other_k: list[float] = field(default_factory=list)  # per head, the add-k of OTHER's spread
     best_epoch: list[int] = field(default_factory=list)  # per head, 1-based; 0 = never validated
     epochs_run: int = 0
     val_loss: list[float] = field(default_factory=list)  # per head, best validation CE over K+1 classes
@@ -193,38 +200,50 @@ def _check_labels(Y: Tensor, n_rows: int, n_heads: int | None, vocab_size: int) 
     return Y
 
 
-def _split_groups(groups: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the fitting and validation parts; whole documents go to one side."""
-    unique, index = np.unique(groups, return_inverse=True)
-    n_val = int(round(val_fraction * len(unique)))
-    if val_fraction > 0 and len(unique) >= 2:
-        n_val = min(max(n_val, 1), len(unique) - 1)
-    else:
-        n_val = 0
-    is_val_group = np.zeros(len(unique), dtype=bool)
-    is_val_group[np.random.default_rng(seed).permutation(len(unique))[:n_val]] = True
-    is_val = is_val_group[index.ravel()]
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def _head_vocab(Y: Tensor, vocab_size: int, top_k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per head: top-K classes, token -> class map, OTHER's log shares and whether OTHER is used."""
+def _head_vocab(Y: Tensor, vocab_size: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per head: label counts (Hh, V), the top-K classes and the token -> class map (K = OTHER)."""
     n_heads = Y.shape[1]
     k = min(top_k, vocab_size)
     counts = torch.stack([torch.bincount(Y[:, h][Y[:, h] >= 0], minlength=vocab_size) for h in range(n_heads)]).double()
     classes = torch.sort(-counts, dim=1, stable=True).indices[:, :k]  # ties go to the lowest id
     class_of = torch.full((n_heads, vocab_size), k, dtype=torch.int64, device=Y.device)
     class_of.scatter_(1, classes, torch.arange(k, device=Y.device).expand(n_heads, k).contiguous())
-    outside = class_of == k
-    smoothed = torch.where(outside, counts + 1.0, torch.zeros_like(counts))
-    total = smoothed.sum(dim=1, keepdim=True).clamp(min=1.0)
-    log_other = torch.where(outside, (smoothed / total).log(), torch.full_like(counts, -torch.inf))
-    return classes, class_of, log_other.float(), outside.any(dim=1)
+    return counts, classes, class_of
+
+
+def _other_smoothing(counts: Tensor, outside: Tensor, Y_val: Tensor, fixed: float | None) -> list[float]:
+    """Per head, the add-k of OTHER's spread: `fixed`, or chosen on the validation labels outside the top K."""
+    if fixed is not None:
+        return [float(fixed)] * counts.shape[0]
+    counts_np, outside_np, labels = counts.cpu().numpy(), outside.cpu().numpy(), Y_val.cpu().numpy()
+    return [choose_add_k(counts_np[h], labels[:, h], outside_np[h]) for h in range(counts.shape[0])]
+
+
+def _other_log_shares(counts: Tensor, outside: Tensor, other_k: Sequence[float]) -> Tensor:
+    """(Hh, V) log share of each out-of-top-K token in OTHER's mass: add-k smoothed counts (-inf in the top K)."""
+    k = torch.tensor(other_k, dtype=counts.dtype, device=counts.device)[:, None]
+    smoothed = torch.where(outside, counts + k, torch.zeros_like(counts))
+    total = smoothed.sum(dim=1, keepdim=True)
+    total = torch.where(total > 0, total, torch.ones_like(total))
+    return torch.where(outside, (smoothed / total).log(), torch.full_like(counts, -torch.inf)).float()
 
 
 def _to_classes(Y: Tensor, class_of: Tensor) -> Tensor:
     heads = torch.arange(Y.shape[1], device=Y.device)
     return torch.where(Y >= 0, class_of[heads, Y.clamp(min=0)], -1)
+
+
+def _moments(X: Tensor, index: Tensor, chunk_rows: int = SCORE_CHUNK_ROWS) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation (float64, unbiased, at least 1e-6) of the rows `index` of X, a chunk at a
+    time, so a lazy row view (probes.probing.rowviews) never holds more than one chunk."""
+    total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    for i in range(0, len(index), chunk_rows):
+        total += X[index[i : i + chunk_rows]].double().sum(dim=0)
+    mean = total / max(len(index), 1)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(index), chunk_rows):
+        squares += (X[index[i : i + chunk_rows]].double() - mean).square().sum(dim=0)
+    return mean, (squares / max(len(index) - 1, 1)).sqrt().clamp(min=1e-6)
 
 
 def _head_losses(probe: SoftmaxProbe, Xs: Tensor, Yc: Tensor) -> Tensor:
@@ -255,23 +274,25 @@ def fit_softmax(
     device = resolve_device(config.device)
     if X.ndim != 2:
         raise ValueError(f"X must be (N, d), got {tuple(X.shape)}")
-    Y = _check_labels(Y, len(X), None, vocab_size)
+    Y = Y if is_view(Y) else _check_labels(Y, len(X), None, vocab_size)
     group_array = groups.cpu().numpy() if isinstance(groups, Tensor) else np.asarray(groups)
     if group_array.shape != (len(X),):
         raise ValueError(f"groups must have shape ({len(X)},), got {group_array.shape}")
-    fit_rows, val_rows = _split_groups(group_array, config.val_fraction, config.seed)
+    fit_rows, val_rows = validation_split(group_array, config.val_fraction, config.seed)
     fit_index = torch.from_numpy(fit_rows)
     if not bool((Y[fit_index] >= 0).any()):
         raise UsageError("no train pairs for the softmax probe: use more text or a smaller tau")
 
     X = X.to(device, torch.float32)
     Y = Y.to(device)
-    classes, class_of, log_other, has_other = _head_vocab(Y[fit_index.to(device)], vocab_size, config.top_k)
-    X_fit = X[fit_index.to(device)]
-    mean = X_fit.double().mean(dim=0)
-    std = X_fit.double().std(dim=0).clamp(min=1e-6)
-    Xs = ((X - mean) / std).float()
-    Yc = _to_classes(Y, class_of)
+    counts, classes, class_of = _head_vocab(Y[fit_index.to(device)], vocab_size, config.top_k)
+    outside = class_of == classes.shape[1]
+    has_other = outside.any(dim=1)
+    other_k = _other_smoothing(counts, outside, Y[torch.from_numpy(val_rows).to(device)], config.other_k)
+    log_other = _other_log_shares(counts, outside, other_k)
+    mean, std = _moments(X, fit_index.to(device))
+    Xs = X.standardised(mean, std) if is_view(X) else ((X - mean) / std).float()
+    Yc = Y.mapped(lambda y: _to_classes(y, class_of)) if is_view(Y) else _to_classes(Y, class_of)
 
     n_heads, k = classes.shape
     logit_mask = torch.zeros(n_heads, k + 1, device=device)
@@ -286,6 +307,7 @@ def fit_softmax(
         class_of=class_of,
         log_other=log_other,
         vocab_size=vocab_size,
+        other_k=other_k,
     )
     _train(probe, Xs, Yc, fit_rows, val_rows, config)
     return probe
@@ -316,7 +338,8 @@ def _train(
     )
     n_heads, n_classes = probe.bias.shape
     fit_index = torch.from_numpy(fit_rows).to(device)
-    X_val, Y_val = Xs[torch.from_numpy(val_rows).to(device)], Yc[torch.from_numpy(val_rows).to(device)]
+    val_index = torch.from_numpy(val_rows).to(device)
+    X_val, Y_val = subset(Xs, val_index), subset(Yc, val_index)  # lazy views stay lazy
     best_loss = torch.full((n_heads,), torch.inf, dtype=torch.float64, device=device)
     best_weight = weight.detach().clone().view(-1, n_heads, n_classes)
     best_bias = bias.detach().clone()

@@ -9,13 +9,15 @@ Pairs never cross a window edge: positions with t+τ >= T have no target and get
 
 Row order used by every probe and baseline: a window's positions are flattened window-major,
 row ``w * T + t``; the pairs of one (τ, target) are the rows whose label is not -1, in that order.
-``pair_groups`` gives the document of each such pair (the bootstrap unit).
+``pair_groups`` gives the document of each such pair (the bootstrap unit). ``validation_split`` sets apart the
+train-side validation documents that every fitted choice (early stopping, smoothing, the best layer) is made on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -68,7 +70,44 @@ def head_labels(
     return torch.stack(columns, dim=1), heads
 
 
+VAL_FRACTION = 0.1  # share of the train documents held out for validation
+
+
+def validation_split(
+    groups: np.ndarray, val_fraction: float = VAL_FRACTION, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the fitting and validation parts of the train rows; whole documents go to one side.
+
+    The validation documents depend only on the set of documents, the fraction and the seed, so every probe and
+    baseline fitted on the same train documents holds out the same ones.
+    """
+    unique, index = np.unique(np.asarray(groups), return_inverse=True)
+    n_val = int(round(val_fraction * len(unique)))
+    if val_fraction > 0 and len(unique) >= 2:
+        n_val = min(max(n_val, 1), len(unique) - 1)
+    else:
+        n_val = 0
+    is_val_group = np.zeros(len(unique), dtype=bool)
+    is_val_group[np.random.default_rng(seed).permutation(len(unique))[:n_val]] = True
+    is_val = is_val_group[index.ravel()]
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
 def pair_groups(doc: Tensor, seq_len: int, tau: int) -> Tensor:
     """(W * (T - τ),) document id of every pair of offset τ, in row order."""
     _check_tau(tau, seq_len)
     return doc.repeat_interleave(seq_len - tau)
+
+
+def row_labels(tokens: Tensor, model_pred: Tensor, heads: Sequence[tuple[int, str]], rows: Tensor) -> Tensor:
+    """(n, Hh) labels of the given flat rows (w * T + t): ``head_labels(...)[0][rows]`` without the (W*T, Hh)
+    matrix, so label memory follows the rows asked for, not the store."""
+    seq_len = tokens.shape[1]
+    for tau, _ in heads:
+        _check_tau(tau, seq_len)
+    rows = rows.to(torch.int64)
+    taus = torch.tensor([tau for tau, _ in heads], dtype=torch.int64)
+    is_token = torch.tensor([target == "token" for _, target in heads])
+    source = (rows[:, None] + taus - (~is_token).long()).clamp(max=tokens.numel() - 1)  # t+τ, or t+τ-1 for `model`
+    values = torch.where(is_token, tokens.reshape(-1)[source], model_pred.reshape(-1)[source])
+    return torch.where((rows % seq_len)[:, None] + taus < seq_len, values, NO_PAIR)

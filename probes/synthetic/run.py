@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from probes.config import Command
+from probes.errors import UsageError
 from probes.models import resolve_device
+from probes.runs import claim_folder
 from probes.synthetic.evaluation import evaluate
 from probes.synthetic.results import PREDICT_0, headlines
 from probes.synthetic.settings import COMPARE_MODES, SyntheticConfig, SyntheticSettings, resolve
@@ -36,7 +39,8 @@ def run_synthetic(config: SyntheticConfig) -> pd.DataFrame:
     """Train one model (config.mode) into config.out (resumable), then probe it beside the untrained control."""
     settings = resolve(config)
     folder = Path(config.out).expanduser()
-    train_synthetic(settings, folder, config.progress)
+    claim_folder(folder, "synthetic", settings.identity(), replaceable=False)
+    train_synthetic(settings, folder, config.progress, shares_with=("synthetic",))
     return evaluate({settings.mode: (settings, folder)}, folder, config.knobs())
 
 
@@ -47,9 +51,7 @@ def run_synthetic_compare(config: SyntheticConfig) -> pd.DataFrame:
     least two cores the models train side by side, one thread each; `workers=1` trains them one after the other.
     """
     folder = Path(config.out).expanduser()
-    jobs = {mode: (resolve(config, mode), folder / mode) for mode in COMPARE_MODES}
-    for settings, model_folder in jobs.values():
-        check_folder(settings, model_folder)
+    jobs = _claim_compare(config)
     todo = [job for job in jobs.values() if not is_trained(job[1])]
     if len(todo) > 1 and _workers(config, jobs["vanilla"][0]) > 1:
         train_side_by_side(todo, config.progress)
@@ -57,6 +59,33 @@ def run_synthetic_compare(config: SyntheticConfig) -> pd.DataFrame:
         for settings, model_folder in todo:
             train_synthetic(settings, model_folder, config.progress)
     return evaluate(jobs, folder, config.knobs())
+
+
+def _claim_compare(config: SyntheticConfig, attempts: int = 1) -> dict[str, tuple[SyntheticSettings, Path]]:
+    """Claim the comparison folder and check its model folders; the jobs by mode. With `attempts` > 1 a claim
+    refused while another process is writing the folder's marker (the two models starting at once) is retried."""
+    folder = Path(config.out).expanduser()
+    jobs = {mode: (resolve(config, mode), folder / mode) for mode in COMPARE_MODES}
+    identity = {mode: settings.identity() for mode, (settings, _) in jobs.items()}
+    for attempt in range(attempts):
+        try:
+            claim_folder(folder, "synthetic", identity, replaceable=False)
+            break
+        except UsageError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    for settings, model_folder in jobs.values():
+        check_folder(settings, model_folder)
+    return jobs
+
+
+def train_compare_model(config: SyntheticConfig, mode: str) -> None:
+    """Train one model of `run_synthetic_compare` (out/<mode>) on its own, e.g. in a process beside the other;
+    the comparison then finds it trained (the same model as training it there)."""
+    settings, model_folder = _claim_compare(config, attempts=3)[mode]
+    if not is_trained(model_folder):
+        train_synthetic(settings, model_folder, config.progress)
 
 
 def _workers(config: SyntheticConfig, settings: SyntheticSettings) -> int:

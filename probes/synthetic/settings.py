@@ -7,12 +7,13 @@ preset in and checks everything, giving the `SyntheticSettings` that training, r
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from simple_parsing import field
 
-from probes.config import DEVICES, ProgressFlag
+from probes.config import DEVICES, ProgressFlag, check_seed
 from probes.errors import UsageError
 from probes.synthetic.model import block_config
 from probes.synthetic.task import TaskSpec
@@ -112,6 +113,10 @@ class SyntheticConfig(ProgressFlag):
     workers: int | None = field(default=None, cmd=False)
     """with compare: models trained side by side (None: 2 on a CPU with two cores or more, else 1)"""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_seed(self.seed)
+
     def knobs(self) -> dict[str, Any]:
         """The preset values this config overrides."""
         return {name: getattr(self, name) for name in PRESET_FIELDS if getattr(self, name) is not None}
@@ -164,8 +169,8 @@ def resolve(config: SyntheticConfig, mode: str | None = None) -> SyntheticSettin
     preset = PRESETS[config.preset]
     values = dataclasses.asdict(preset) | config.knobs()
     for name in POSITIVE:
-        if not values[name] > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {values[name]}")
+        if not (math.isfinite(values[name]) and values[name] > 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive and finite, got {values[name]}")
     settings = SyntheticSettings(
         mode=mode,
         preset=config.preset,

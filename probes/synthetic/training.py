@@ -120,10 +120,13 @@ def build_run(settings: SyntheticSettings, out: str | Path, progress: bool = Tru
     )
 
 
-def train_synthetic(settings: SyntheticSettings, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume, or reuse when finished) one model into `out`; returns its training.json."""
+def train_synthetic(
+    settings: SyntheticSettings, out: str | Path, progress: bool = True, shares_with: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Train (or resume, or reuse when finished) one model into `out`; returns its training.json.
+    `shares_with`: the stages whose folder `out` may be (a single-model synthetic run trains in its own)."""
     run = build_run(settings, out, progress)
-    if prepare_out(run):
+    if prepare_out(run, shares_with=shares_with, replaceable=False):
         return read_json(run.out / TRAINING_FILE)
     return run_training(run)
 
@@ -131,7 +134,7 @@ def train_synthetic(settings: SyntheticSettings, out: str | Path, progress: bool
 def check_folder(settings: SyntheticSettings, out: Path) -> None:
     """Refuse (one line) an existing folder that holds a run of other settings, before any training starts."""
     if out.exists():
-        prepare_out(build_run(settings, out, progress=False))
+        prepare_out(build_run(settings, out, progress=False), replaceable=False)
 
 
 def is_trained(out: Path) -> bool:

@@ -22,6 +22,7 @@ the language-model task: tokenizer, windows, model and the next-token loss.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -43,10 +44,11 @@ from probes.config import DEVICES, Command, DataFlags, OutputFlags, ProgressFlag
 from probes.corpus import Document, TokenWindows, load_documents, make_windows, split_by_document
 from probes.corpus.tokenizer import gpt2_tokenizer
 from probes.errors import UsageError
-from probes.io import atomic_write_json, read_json
-from probes.models import load_plain_model, weights_hash
+from probes.io import atomic_write_json, read_json, share_file
+from probes.models import check_causal, load_plain_model, weights_hash
+from probes.precision import configure_matmuls
 from probes.provenance import provenance
-from probes.runs import TEST_FRACTION, TRAINING_FILE
+from probes.runs import TEST_FRACTION, TRAINING_FILE, input_paths
 from probes.training.loop import (
     ADAM_BETAS,
     GRAD_CLIP,
@@ -122,8 +124,14 @@ class TrainConfig(DataFlags, OutputFlags, ProgressFlag):
     """held-out windows for the validation loss"""
     log_every: int = 1
     """a metrics.jsonl line every N steps"""
+    lens_every: int = 0
+    """the gradient lens's all-parameter numbers in metrics.jsonl every N steps (0: never; see docs/TRAINING.md)"""
+    lens_windows: int = 128
+    """held-out windows the gradient lens measures (whole documents, batches of 16)"""
     precision: str = field(default="auto", choices=PRECISIONS)
     """auto (bf16 autocast on CUDA, else fp32) | fp32 | bf16"""
+    compile: bool = False
+    """torch.compile the model's forward (CUDA; the first steps pay the compile time)"""
     device: str = field(default="auto", choices=DEVICES)
     """where to train: auto | cpu | cuda"""
 
@@ -152,10 +160,13 @@ class Settings:
     log_every: int
     seed: int
     precision: str
+    lens_every: int = 0
+    lens_windows: int = 128
 
     def identity(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
-        fields.pop("save_every")
+        for name in ("save_every", "lens_every", "lens_windows"):  # what is saved or recorded, not what is trained
+            fields.pop(name)
         return fields
 
 
@@ -196,8 +207,10 @@ def resolve_settings(config: TrainConfig) -> Settings:
         lr=hyper.lr,
         eval_windows=config.eval_windows,
         log_every=config.log_every,
+        lens_windows=config.lens_windows,
     )
     _check_non_negative(
+        lens_every=config.lens_every,
         warmup=hyper.warmup,
         weight_decay=hyper.weight_decay,
         eval_every=hyper.eval_every,
@@ -228,19 +241,21 @@ def resolve_settings(config: TrainConfig) -> Settings:
         log_every=config.log_every,
         seed=config.seed,
         precision=config.precision,
+        lens_every=config.lens_every,
+        lens_windows=config.lens_windows,
     )
 
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
-        if value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
 
 
 def _check_non_negative(**values: float) -> None:
     for name, value in values.items():
-        if value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {value}")
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be finite and not negative, got {value}")
 
 
 def parse_tokenizer_spec(spec: str) -> int | None:
@@ -266,6 +281,7 @@ class TrainData:
     train_hash: str
     n_train_docs: int
     n_test_docs: int
+    val_docs: Tensor | None = None  # (n_val,) document of each held-out window (the gradient lens batches by it)
 
 
 def split_documents(documents: list[Document], seed: int) -> list[Document]:
@@ -298,6 +314,7 @@ def load_train_data(settings: Settings, documents: list[Document], tokenizer: Pr
         train_hash=train.fingerprint(),
         n_train_docs=int(len(np.unique(train.doc_index))),
         n_test_docs=int(len(np.unique(windows.doc_index[test_idx]))),
+        val_docs=torch.from_numpy(windows.doc_index[test_idx]),
     )
 
 
@@ -379,9 +396,11 @@ def fresh_model(config: PretrainedConfig, seed: int) -> PreTrainedModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return AutoModelForCausalLM.from_config(config)
+            model = AutoModelForCausalLM.from_config(config)
         except ValueError as error:
             raise UsageError(f"cannot build a causal LM from the config: {str(error).splitlines()[0]}") from None
+    check_causal(model, f"the {config.model_type} model of the config")
+    return model
 
 
 def check_positions(model: PreTrainedModel, seq_len: int) -> None:
@@ -421,6 +440,14 @@ class Run:
     def validation_loss(self) -> float:
         return validation_loss(self)
 
+    def lens_metrics(self) -> dict[str, Any]:
+        """The gradient lens on the held-out probe set (`--lens-every`; rank 0, outside the gradient mode)."""
+        from probes.lens.training import lens_record, probe_batches
+
+        assert self.data.val_docs is not None
+        batches = probe_batches(self.data.val, self.data.val_docs, self.settings.lens_windows, self.settings.seed)
+        return lens_record(self.model, batches)
+
     def finish(self, progress: Progress, train_loss: float | None, val_loss: float, wall: float) -> dict[str, Any]:
         summary = training_summary(self, progress, train_loss, val_loss, wall)
         export(self, summary)
@@ -451,6 +478,9 @@ def build_run(config: TrainConfig, dist: Dist) -> Run:
     if dist.enabled:
         device_ids = [dist.device.index] if dist.device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    configure_matmuls(resolved_precision(settings.precision, dist.device), dist.device)  # TF32 unless fp32
+    if config.compile:
+        wrapped = torch.compile(wrapped)  # type: ignore[assignment]
     optimizer = make_optimizer(model, settings.lr, settings.weight_decay, dist.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, settings.warmup, settings.steps)
@@ -529,6 +559,7 @@ def export(run: Run, summary: dict[str, Any]) -> None:
         run.model.save_pretrained(tmp)
         run.tokenizer.save_pretrained(tmp)
         for path in sorted(tmp.iterdir()):
+            share_file(path)  # safetensors writes owner-only files; every output is shared alike
             os.replace(path, run.out / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -578,7 +609,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     dist = init_distributed(config.device)
     try:
         run = build_run(config, dist)
-        finished = prepare_out(run, overwrite=config.overwrite) if dist.main else False
+        inputs = input_paths(config.data, config.config, None if config.init == "random" else config.init)
+        finished = prepare_out(run, overwrite=config.overwrite, inputs=inputs) if dist.main else False
         if dist.enabled:
             torch_dist.barrier()  # rank 0 has checked and set up the folder
             finished = (run.out / TRAINING_FILE).is_file()

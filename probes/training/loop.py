@@ -15,8 +15,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,16 +27,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from probes.errors import UsageError
-from probes.io import atomic_write_json, atomic_write_text, read_json
+from probes.io import atomic_write_json, atomic_write_text, read_json, share_file
 from probes.models import resolve_device
-from probes.runs import TRAINING_FILE
+from probes.runs import TRAINING_ARGS_FILE, TRAINING_FILE, claim_folder
 from probes.training.myopic import gradient_mode
 
 GRAD_CLIP = 1.0
 ADAM_BETAS = (0.9, 0.95)
 PRECISIONS = ("auto", "fp32", "bf16")
 CHECKPOINT = "checkpoint"
-ARGS_FILE = "training_args.json"
+ARGS_FILE = TRAINING_ARGS_FILE
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -250,6 +250,7 @@ def save_checkpoint(run: Trainable, progress: Progress) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     save_model(run.model, str(partial / "model.safetensors"))
+    share_file(partial / "model.safetensors")  # safetensors writes owner-only files
     torch.save(run.optimizer.state_dict(), partial / "optimizer.pt")
     trainer_state = {
         "scheduler": run.scheduler.state_dict(),
@@ -307,52 +308,31 @@ def load_checkpoint(run: Trainable) -> Progress | None:
 # ---------------------------------------------------------------------------------------------- run folder
 
 
-def prepare_out(run: Trainable, overwrite: bool = False) -> bool:
+def prepare_out(
+    run: Trainable,
+    overwrite: bool = False,
+    inputs: Sequence[Path] = (),
+    shares_with: Sequence[str] = (),
+    replaceable: bool = True,
+) -> bool:
     """Make `run.out` the folder of this run (rank 0 only); True when the run already finished there.
 
-    A folder of this very run (the same identity) is resumed. A folder of another training run, or of other
-    files, is refused with one line unless `overwrite`, which empties it first.
+    The folder claim of every stage (`probes.runs.claim_folder`): a folder of this very run (the same identity)
+    is resumed; a training run with other settings is replaced only with `overwrite`; anything else (a file, an
+    input, another stage's run, other files) is refused. `shares_with`: stages whose folders the run may share
+    (a synthetic-task run trains its model in its own folder).
     """
-    out, identity = run.out, run.identity
-    args_file = out / ARGS_FILE
-    if args_file.exists():
-        stored = _stored_identity(args_file)
-        if stored == identity:
-            return (out / TRAINING_FILE).is_file()
-        if not overwrite:
-            raise UsageError(_other_run(out, args_file, stored, identity))
-        shutil.rmtree(out)
-    elif out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is a file, not a run folder; use another --out")
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UsageError(f"{out} is not empty and holds no training run; use --overwrite or another --out")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {out}: {error.strerror}") from None
-    atomic_write_json(args_file, identity)
-    return False
-
-
-def _stored_identity(args_file: Path) -> dict[str, Any] | None:
-    """The identity a run folder was created with; None when the file is damaged."""
-    try:
-        stored = read_json(args_file)
-    except (OSError, ValueError):
-        return None
-    return stored if isinstance(stored, dict) else None
-
-
-def _other_run(out: Path, args_file: Path, stored: dict[str, Any] | None, identity: dict[str, Any]) -> str:
-    if stored is None:
-        return f"{args_file} is unreadable; use --overwrite or another --out"
-    differs = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
-    return (
-        f"{out} holds a training run with other settings (differs in: {', '.join(differs)}); "
-        "rerun with the same arguments to resume, use --overwrite to start over, or use another --out"
+    resumed = claim_folder(
+        run.out,
+        "train",
+        run.identity,
+        overwrite=overwrite,
+        marker=ARGS_FILE,
+        inputs=inputs,
+        shares_with=shares_with,
+        replaceable=replaceable,
     )
+    return resumed and (run.out / TRAINING_FILE).is_file()
 
 
 class MetricsLog:
@@ -415,7 +395,7 @@ def run_training(run: Trainable) -> dict[str, Any]:
     loss, val_loss = None, None
     interval_tokens, interval_seconds = 0, 0.0
     try:
-        with gradient_mode(run.model, settings.mode):
+        with ModeScope(run.model, settings.mode) as scope:
             for step in range(progress.step, settings.steps):
                 tick = time.perf_counter()
                 try:
@@ -429,7 +409,8 @@ def run_training(run: Trainable) -> dict[str, Any]:
                 interval_tokens += tokens_per_step
                 progress = Progress(step + 1, progress.tokens_seen + tokens_per_step)
                 evaluate_now = _due(progress.step, settings.eval_every, settings.steps)
-                if dist.main and (evaluate_now or _due(progress.step, settings.log_every, settings.steps)):
+                lens_now = _lens_due(run, progress.step)
+                if dist.main and (evaluate_now or lens_now or _due(progress.step, settings.log_every, settings.steps)):
                     record: dict[str, Any] = {
                         "step": progress.step,
                         "train_loss": loss,
@@ -440,6 +421,9 @@ def run_training(run: Trainable) -> dict[str, Any]:
                     if evaluate_now:
                         val_loss = run.validation_loss()
                         record["val_loss"] = val_loss
+                    if lens_now:  # the lens differentiates in every mode itself, so outside the run's mode
+                        with scope.outside():
+                            record |= run.lens_metrics()  # type: ignore[attr-defined]
                     assert log is not None
                     log.write(record)
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_second']:.0f}", refresh=False)
@@ -458,6 +442,38 @@ def run_training(run: Trainable) -> dict[str, Any]:
     if loss is None:
         loss = next((r["train_loss"] for r in reversed(MetricsLog.read(run.out / METRICS_FILE))), None)
     return run.finish(progress, loss, val_loss, time.perf_counter() - started)
+
+
+class ModeScope:
+    """The run's gradient mode, entered once for the whole loop; `outside()` leaves it for a while."""
+
+    def __init__(self, model: nn.Module, mode: str) -> None:
+        self.model, self.mode = model, mode
+        self._context: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> ModeScope:
+        self._context = gradient_mode(self.model, self.mode)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        context, self._context = self._context, None
+        if context is not None:
+            context.__exit__(*exc_info)
+
+    @contextmanager
+    def outside(self) -> Iterator[None]:
+        self.__exit__(None, None, None)
+        try:
+            yield
+        finally:
+            self.__enter__()
+
+
+def _lens_due(run: Trainable, step: int) -> bool:
+    """`--lens-every`: a run that can measure the gradient lens (language models) records it every N steps."""
+    every = int(getattr(run.settings, "lens_every", 0) or 0)
+    return every > 0 and hasattr(run, "lens_metrics") and _due(step, every, run.settings.steps)
 
 
 def _lr_of_step(run: Trainable, step: int) -> float:

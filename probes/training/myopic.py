@@ -20,7 +20,10 @@ past keys/values entirely: no parameter gradient flows through the past either.
 ``bigram(model)`` changes the forward instead: past keys and values are zeroed. A past position then scores
 q · 0 = 0, so it still takes its share of the softmax mass, but contributes a zero value; the output at t is
 A_tt v_t with A_tt = exp(s_tt) / (exp(s_tt) + number of unmasked past positions). The output at t therefore depends
-on how many positions precede it (the mask) but never on what they contain.
+on how many positions precede it (the mask) but never on what they contain: the "transformer bigram" can count
+the positions before it. ``bigram(model, count_past=False)`` masks the past out of the softmax as well (A_tt = 1,
+the output at t is v_t), so not even their number reaches position t (a learned position embedding still tells
+the model where it is); `benchmarks/bench_bigram_count.py` measures what the count is worth.
 
 Supported: GPT-2 (``GPT2LMHeadModel``, ``GPT2Model``), GPT-NeoX/Pythia (``GPTNeoXForCausalLM``,
 ``GPTNeoXModel``) and Llama/SmolLM2 (``LlamaForCausalLM``, ``LlamaModel``, grouped-query attention included), and
@@ -53,7 +56,7 @@ from probes.errors import UsageError
 
 MODES = ("vanilla", "myopic", "strict-myopic", "bigram")
 
-PastMode = Literal["paper", "strict", "bigram"]
+PastMode = Literal["paper", "strict", "bigram", "self"]
 RotaryFn = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 AttentionForward = Callable[..., tuple[Tensor, Tensor]]
 
@@ -74,9 +77,13 @@ def myopic(model: nn.Module, strict: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def bigram(model: nn.Module) -> Iterator[None]:
-    """Within the context, every attention layer sees zeroed past keys and values (the "transformer bigram")."""
-    with _patched(model, "bigram"):
+def bigram(model: nn.Module, count_past: bool = True) -> Iterator[None]:
+    """Within the context, every attention layer sees zeroed past keys and values (the "transformer bigram").
+
+    The zeroed past positions still take softmax mass, so a position's output depends on how many precede it;
+    ``count_past=False`` gives them none (each position attends to itself only).
+    """
+    with _patched(model, "bigram" if count_past else "self"):
         yield
 
 
@@ -150,7 +157,8 @@ def _plan(model: nn.Module, mode: PastMode) -> list[tuple[nn.Module, AttentionFo
 
 
 def _mode_label(mode: PastMode) -> str:
-    return {"paper": "myopic()", "strict": "myopic(strict=True)", "bigram": "bigram()"}[mode]
+    labels = {"paper": "myopic()", "strict": "myopic(strict=True)", "bigram": "bigram()"}
+    return labels.get(mode, "bigram(count_past=False)")
 
 
 _MISSING = object()
@@ -235,7 +243,16 @@ def _attend(
 
 
 def _additive_mask(mask: Any, seq_len: int, dtype: torch.dtype, device: torch.device, mode: PastMode) -> Tensor:
-    """The model's attention mask as an additive float mask that includes the causal mask."""
+    """The model's attention mask as an additive float mask that includes the causal mask (and, for the
+    self-only bigram, masks every position but the diagonal)."""
+    additive = _model_mask(mask, seq_len, dtype, device, mode)
+    if mode != "self":
+        return additive
+    own = torch.eye(seq_len, dtype=torch.bool, device=device)
+    return torch.where(own, additive, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=device))
+
+
+def _model_mask(mask: Any, seq_len: int, dtype: torch.dtype, device: torch.device, mode: PastMode) -> Tensor:
     minimum = torch.finfo(dtype).min
     if mask is None:
         causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
@@ -255,7 +272,7 @@ def _past(
     mode: PastMode, key: Tensor, value: Tensor, recompute: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor
 ) -> tuple[Tensor | None, Tensor | None]:
     """Past keys/values for ``mode``; ``recompute`` maps the detached attention input to (past_key, past_value)."""
-    if mode == "bigram":
+    if mode in ("bigram", "self"):
         return None, None
     if not torch.is_grad_enabled():
         # Same values either way; without autograd there is nothing to separate.

@@ -18,6 +18,7 @@ from typing import Any
 from transformers import AutoConfig, GPT2Config, PretrainedConfig
 
 from probes.errors import UsageError
+from probes.models import max_positions
 
 NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 
@@ -130,14 +131,6 @@ def config_from_dict(data: dict[str, Any], vocab_size: int, seq_len: int, end_to
     if positions is not None and positions < seq_len:
         raise UsageError(f"the config allows {positions} positions, fewer than --seq-len {seq_len}")
     return config
-
-
-def max_positions(config: PretrainedConfig) -> int | None:
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 def with_overrides(hyper: Hyper, **overrides: Any) -> Hyper:

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.compare import CompareConfig, main, run_compare
-from analysis.comparison import BREADCRUMBS_BELOW, PRECACHING_ABOVE, Z, resampled_means
+from analysis.compare import CompareConfig, main, run_compare, subjects_from_args
+from analysis.comparison import BREADCRUMBS_BELOW, PRECACHING_ABOVE, Z, compare, resampled_means
 from analysis.report import ReportConfig, report_from_paths
 from probes import cli
 from probes.results import RESULT_COLUMNS, write_results
@@ -188,7 +188,9 @@ def test_identical_runs_give_zero_intervals(tmp_path: Path) -> None:
     write_eval_run(tmp_path / "v" / "eval", losses, docs, "vanilla")
     write_probe_run(tmp_path / "v" / "probe", probe_rows("vanilla", vanilla_probe_cells()))
     bigram = write_eval_run(tmp_path / "b", losses + 1.0, docs, "bigram")
-    comparison = run_compare(str(tmp_path / "v"), str(tmp_path / "v"), str(bigram), tmp_path / "out", n_boot=N_BOOT)
+    # The statistics of one run against itself (the command refuses it: tests/test_bad_inputs.py).
+    comparison = compare(subjects_from_args(str(tmp_path / "v"), str(tmp_path / "v"), str(bigram)), n_boot=N_BOOT)
+    write_results(comparison.table, tmp_path / "out", stem="comparison")
     gap = rows_of(tmp_path / "out", "gap_ce_nats")
     assert (gap[["value", "ci_low", "ci_high"]].to_numpy(float) == 0.0).all()
     share = rows_of(tmp_path / "out", "precaching_share").iloc[0]
@@ -342,7 +344,7 @@ def _break(kind: str, vanilla: Path, myopic: Path, tmp_path: Path) -> list[str]:
         ("no-metric", "no per-position losses"),
         ("probe-without-top1", "no top1 probe rows"),
         ("out-is-file", "is not a folder"),
-        ("out-under-file", "cannot write to --out"),
+        ("out-under-file", "cannot create --out"),
         ("n-boot", "--n-boot"),
         ("bigram-without-eval", "has no eval run"),
     ],

@@ -187,7 +187,7 @@ def test_report_regenerates_from_a_comparison_folder(runs, tmp_path: Path) -> No
 def test_report_bad_input(runs, tmp_path: Path, capsys) -> None:
     (tmp_path / "file").write_text("x")
     code, err = run_cli(["report", str(runs["vanilla"]), "--out", str(tmp_path / "file" / "x")], capsys)
-    assert_one_line_error(code, err, "cannot write to --out")
+    assert_one_line_error(code, err, "cannot create --out")
     code, err = run_cli(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
     assert_one_line_error(code, err, "does not exist")
 

@@ -225,7 +225,7 @@ def test_equivalent_tau_specs_name_one_run(tiny_gpt2_dir, cycle_corpus, tmp_path
     finished = {path.name: path.stat().st_mtime_ns for path in (out / "fits").iterdir()}
     code, err = run_cli([*args, "--tau", "3,1,2", "--layers", "1,0"], capsys)
     assert code == 0, err
-    assert json.loads((out / "run.json").read_text())["tau"] == [1, 2, 3]
+    assert json.loads((out / "run.json").read_text())["identity"]["tau"] == [1, 2, 3]
     assert {path.name: path.stat().st_mtime_ns for path in (out / "fits").iterdir()} == finished  # reused
     pd.testing.assert_frame_equal(first, pd.read_csv(out / "results.csv"))
 

@@ -351,6 +351,24 @@ def test_bigram_ignores_past_tokens(arch: str) -> None:
     torch.testing.assert_close(out[:, 0], vanilla[:, 0], rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bigram_without_the_count_is_each_token_alone_at_its_position(arch: str) -> None:
+    """count_past=False: position t sees its own token only, not even how many positions precede it (brute force:
+    the model run on that one token, placed at position t). The counting bigram differs from that later on."""
+    model = make_model(arch).eval()
+    ids, _, _ = make_batch(padded=False)
+    with torch.no_grad():
+        with bigram(model, count_past=False):
+            alone = model(input_ids=ids).logits
+        with bigram(model):
+            counting = model(input_ids=ids).logits
+        for t in (0, 3, SEQ - 1):
+            single = model(input_ids=ids[:, t : t + 1], position_ids=torch.full((len(ids), 1), t)).logits[:, 0]
+            torch.testing.assert_close(alone[:, t], single, rtol=0, atol=1e-5)
+    torch.testing.assert_close(alone[:, 0], counting[:, 0], rtol=0, atol=1e-6)  # nothing precedes position 0
+    assert (alone[:, SEQ - 1] - counting[:, SEQ - 1]).abs().max() > 1e-4
+
+
 def test_unsupported_models_raise() -> None:
     config = MistralConfig(
         vocab_size=VOCAB,

@@ -1,0 +1,221 @@
+"""The three gradients of a batch's mean loss, and the running inner products the lens estimates need.
+
+For each batch (a set of whole documents, cut into chunks of at most a few dozen windows for memory) the mean
+loss is differentiated three times with dropout off: under `myopic(model, strict=True)` (g_strict), under
+`myopic(model)` (g_myopic) and as is (g_vanilla). Nothing per batch is kept but small numbers:
+- the running sums S_x = Σ_b w_b g_x,b of each part x: direct (g_strict), reading the past
+  (g_myopic − g_strict) and pre-caching (g_vanilla − g_myopic), three parameter-sized buffers;
+- each batch's own inner products ⟨g_x,b, g_y,b⟩ of the parts per component (3 × 3 per component);
+- a sketch of each batch's parts per component (at most `sketch_dim` numbers per component and gradient),
+  from which the batch × batch inner products behind the resampling intervals are estimated: a component
+  of at most `sketch_dim` scalars is kept exactly, a larger one is folded into `sketch_dim` buckets with fixed
+  random signs (a count sketch: ⟨sketch a, sketch b⟩ is an unbiased estimate of ⟨a, b⟩).
+Peak memory: the model, its gradient, two gradient buffers and the three sums (7 parameter-sized tensors), plus
+one chunk's activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from probes.lens.estimate import KINDS
+from probes.lens.groups import ParameterGroups
+from probes.training.myopic import gradient_mode
+
+MODE_OF_KIND = {"strict": "strict-myopic", "myopic": "myopic", "vanilla": "vanilla"}
+DEFAULT_SKETCH_DIM = 4096
+_DOT_CHUNK = 1 << 22  # float64 partial sums over slices of this many scalars
+
+
+@dataclass(frozen=True)
+class LensBatch:
+    """One unit of the cross-batch estimate: whole documents (or independent sequences), in chunks."""
+
+    batch_id: int
+    chunks: tuple[Any, ...]  # each chunk is an input of the loss function
+    chunk_weights: tuple[int, ...]  # windows (sequences) per chunk
+
+    @property
+    def weight(self) -> int:
+        return sum(self.chunk_weights)
+
+
+LossFn = Callable[[nn.Module, Any], Tensor]  # the mean loss over one chunk's positions
+
+
+@dataclass
+class GradientStats:
+    """What `measure` keeps: enough for every lens number and its interval."""
+
+    components: tuple[str, ...]
+    batch_ids: np.ndarray  # (B,)
+    weights: np.ndarray  # (B,) windows per batch
+    totals: np.ndarray  # (G, 3, 3) ⟨S_x, S_y⟩ per component, S_x = Σ_b w_b g_x,b over the parts x (PARTS)
+    diagonal: np.ndarray  # (B, G, 3, 3) ⟨g_x,b, g_y,b⟩
+    sketches: list[np.ndarray]  # per component: (B, 3, m) sketched g_x,b
+    exact_sketch: tuple[bool, ...]  # per component: the sketch is the gradient itself
+
+    def cross(self) -> np.ndarray:
+        """(B, B, G, 3, 3) batch × batch inner products (sketched off the diagonal, exact on it)."""
+        n_batches, n_groups = len(self.weights), len(self.components)
+        cross = np.empty((n_batches, n_batches, n_groups, 3, 3))
+        for group, sketch in enumerate(self.sketches):
+            cross[:, :, group] = np.einsum("bxm,cym->bcxy", sketch, sketch)
+        index = np.arange(n_batches)
+        cross[index, index] = self.diagonal
+        return cross
+
+    def ordered(self) -> GradientStats:
+        """The same numbers with batches sorted by id: what resampling sees does not depend on batch order."""
+        order = np.argsort(self.batch_ids, kind="stable")
+        return GradientStats(
+            self.components,
+            self.batch_ids[order],
+            self.weights[order],
+            self.totals,
+            self.diagonal[order],
+            [sketch[order] for sketch in self.sketches],
+            self.exact_sketch,
+        )
+
+
+def _dot(a: Tensor, b: Tensor) -> float:
+    """⟨a, b⟩ accumulated in float64 (slice by slice, so no full-size float64 copy)."""
+    x, y = a.reshape(-1), b.reshape(-1)
+    if x.dtype == torch.float64:
+        return float(torch.dot(x, y))
+    pieces = zip(x.split(_DOT_CHUNK), y.split(_DOT_CHUNK), strict=True)
+    return float(sum(torch.dot(p.double(), q.double()) for p, q in pieces))
+
+
+class Sketcher:
+    """Fixed per-component maps from a gradient to at most `dim` numbers (exact when the component fits)."""
+
+    def __init__(self, groups: ParameterGroups, dim: int, seed: int) -> None:
+        self.groups = groups
+        sizes = groups.sizes
+        self.dims = tuple(min(size, dim) for size in sizes)
+        self.exact = tuple(size <= dim for size in sizes)
+        self.offsets: list[int] = []
+        self.signs: list[Tensor | None] = []
+        filled = [0] * len(sizes)
+        generator = torch.Generator().manual_seed(seed)
+        for tensor, group in zip(groups.parameters, groups.group_of, strict=True):
+            self.offsets.append(filled[group])
+            filled[group] += tensor.numel()
+            if self.exact[group]:
+                self.signs.append(None)
+            else:
+                signs = torch.randint(0, 2, (tensor.numel(),), generator=generator, dtype=torch.int8) * 2 - 1
+                self.signs.append(signs.to(tensor.device))
+
+    def sketch(self, gradients: Sequence[Tensor]) -> list[np.ndarray]:
+        """Per component, the (m,) sketch of one gradient (given per parameter)."""
+        device = gradients[0].device
+        out = [torch.zeros(dim, dtype=torch.float64, device=device) for dim in self.dims]
+        for gradient, group, offset, signs in zip(
+            gradients, self.groups.group_of, self.offsets, self.signs, strict=True
+        ):
+            flat = gradient.reshape(-1)
+            if signs is not None:
+                flat = flat * signs.to(flat.dtype)
+            dim = self.dims[group]
+            start = offset % dim
+            padded = flat.new_zeros(-(-(start + flat.numel()) // dim) * dim)
+            padded[start : start + flat.numel()] = flat
+            out[group] += padded.view(-1, dim).sum(0, dtype=torch.float64)
+        return [vector.cpu().numpy() for vector in out]
+
+
+def batch_gradient(model: nn.Module, batch: LensBatch, loss_fn: LossFn, mode: str) -> None:
+    """Leave the gradient of the batch's mean loss (over its windows) in `.grad`, under gradient `mode`."""
+    model.zero_grad(set_to_none=True)
+    total = batch.weight
+    with gradient_mode(model, mode):
+        for chunk, weight in zip(batch.chunks, batch.chunk_weights, strict=True):
+            (loss_fn(model, chunk) * (weight / total)).backward()
+
+
+def _grads(groups: ParameterGroups) -> list[Tensor]:
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in groups.parameters]
+
+
+def measure(
+    model: nn.Module,
+    batches: Sequence[LensBatch],
+    loss_fn: LossFn,
+    groups: ParameterGroups,
+    sketch_dim: int = DEFAULT_SKETCH_DIM,
+    seed: int = 0,
+    progress: bool = False,
+) -> GradientStats:
+    """Run the three gradients on every batch; keep the sums, each batch's inner products and the sketches
+    (none with `sketch_dim` 0: no intervals)."""
+    was_training = model.training
+    model.eval()  # dropout off
+    n_groups = len(groups.components)
+    sums = [[torch.zeros_like(p) for p in groups.parameters] for _ in KINDS]
+    diagonal = np.zeros((len(batches), n_groups, 3, 3))
+    sketcher = Sketcher(groups, sketch_dim, seed) if sketch_dim > 0 else None
+    dims = sketcher.dims if sketcher is not None else (0,) * n_groups
+    sketches = [np.zeros((len(batches), 3, dim)) for dim in dims]
+    try:
+        for b, batch in enumerate(tqdm(batches, desc="gradient lens", unit="batch", disable=not progress)):
+            current: list[list[Tensor]] = []
+            for kind in KINDS:
+                batch_gradient(model, batch, loss_fn, MODE_OF_KIND[kind])
+                grads = _grads(groups)
+                # The last kind's gradient is used in place; the others are copied before the next pass.
+                current.append(grads if kind == KINDS[-1] else [g.detach().clone() for g in grads])
+            _to_parts(current)
+            _batch_products(current, groups, diagonal[b])
+            for x, gradient in enumerate(current):
+                for group, vector in enumerate(sketcher.sketch(gradient) if sketcher is not None else ()):
+                    sketches[group][b, x] = vector
+                for total, g in zip(sums[x], gradient, strict=True):
+                    total.add_(g, alpha=float(batch.weight))
+            del current
+            model.zero_grad(set_to_none=True)
+        totals = np.zeros((n_groups, 3, 3))
+        _batch_products(sums, groups, totals)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return GradientStats(
+        components=groups.components,
+        batch_ids=np.array([batch.batch_id for batch in batches], dtype=np.int64),
+        weights=np.array([batch.weight for batch in batches], dtype=np.float64),
+        totals=totals,
+        diagonal=diagonal,
+        sketches=sketches,
+        exact_sketch=sketcher.exact if sketcher is not None else (False,) * n_groups,
+    )
+
+
+def _to_parts(gradients: list[list[Tensor]]) -> None:
+    """(strict, myopic, vanilla) → (direct, reading the past, pre-caching), in place, parameter by parameter.
+
+    The parts' inner products are then taken from the differences themselves, not by cancelling large
+    inner products of the gradients (which would leave rounding noise where a part is exactly zero).
+    """
+    for strict, myopic, vanilla in zip(*gradients, strict=True):
+        vanilla.sub_(myopic)
+        myopic.sub_(strict)
+
+
+def _batch_products(gradients: list[list[Tensor]], groups: ParameterGroups, into: np.ndarray) -> None:
+    """into[group, x, y] += ⟨g_x, g_y⟩ restricted to the group, for the three parts given per parameter."""
+    for index, group in enumerate(groups.group_of):
+        for x in range(3):
+            for y in range(x, 3):
+                value = _dot(gradients[x][index], gradients[y][index])
+                into[group, x, y] += value
+                if y != x:
+                    into[group, y, x] += value
