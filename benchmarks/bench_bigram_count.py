@@ -49,7 +49,8 @@ def without_count(model: torch.nn.Module, mode: str) -> AbstractContextManager[A
 
 def train_without_count(demo: Path, out: Path) -> float:
     """The demo's bigram recipe (its demo.json scale and seed), trained with `bigram(count_past=False)`."""
-    settings = json.loads((demo / "demo.json").read_text())
+    record = json.loads((demo / "demo.json").read_text())
+    settings = record.get("identity", record)  # demo.json as runs.claim_folder writes it, or the older flat form
     scale, seed = settings["scale"], settings["seed"]
     lm.gradient_mode, loop.gradient_mode = without_count, without_count  # type: ignore[assignment]
     started = time.perf_counter()

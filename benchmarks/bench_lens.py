@@ -161,10 +161,16 @@ def describe(label: str, folder: Path) -> list[str]:
             f"{shown(table, component, 'expected_cos_myopic_precaching'):>42s}"
         )
     lines.append(f"  ‖E g_myopic‖ / ‖E g_vanilla‖ (all): {shown(table, 'all', 'expected_myopic_to_vanilla')}")
+    batch, expected = table[("all", "batch_grad_norm_vanilla")][0], table[("all", "expected_grad_norm_vanilla")][0]
+    noise = f"{batch / expected:.1f}x" if expected > 0 else "undefined (expected norm estimated at 0)"
+    norms = " / ".join(shown(table, "all", f"expected_grad_norm_{k}") for k in ("vanilla", "myopic", "precaching"))
+    lines.append(
+        f"  batch noise ‖g_b‖ / ‖E g_vanilla‖ (all): {noise}; expected norms vanilla / myopic / pre-caching: {norms}"
+    )
     return lines
 
 
-def run_demo(demo: Path) -> None:
+def run_demo(demo: Path, large: Path | None) -> None:
     lines = ["# gradient lens on the demo's models and the synthetic pair, beside the myopia gap", header()]
     if not (demo / "comparison.parquet").is_file():
         raise SystemExit(f"{demo} has no comparison.parquet: run the demo to its end first")
@@ -179,12 +185,18 @@ def run_demo(demo: Path) -> None:
     timings = demo / "timings.json"
     if timings.is_file():
         lines.append(f"timings.json: {timings.read_text(encoding='utf-8').strip()}")
-    for label, folder in (
+    folders = [
         ("natural language, vanilla", demo / "vanilla" / "gradients"),
         ("natural language, myopic", demo / "myopic" / "gradients"),
         ("synthetic task, vanilla", demo / "gradients" / "synthetic-vanilla"),
         ("synthetic task, myopic", demo / "gradients" / "synthetic-myopic"),
-    ):
+    ]
+    if large is not None:  # the same models measured on more tokens: `probe-future gradients --max-tokens ...`
+        folders += [(f"{label} (larger budget)", large / name) for label, name in (
+            ("natural language, vanilla", "vanilla"), ("natural language, myopic", "myopic"),
+            ("synthetic task, vanilla", "synthetic-vanilla"), ("synthetic task, myopic", "synthetic-myopic"),
+        )]  # fmt: skip
+    for label, folder in folders:
         if (folder / "results.parquet").is_file():
             lines.append("")
             lines += describe(label, folder)
@@ -227,6 +239,7 @@ def main() -> None:
     cost.add_argument("--repeats", type=int, default=5)
     demo = sub.add_parser("demo")
     demo.add_argument("--demo", type=Path, default=Path("reports/demo"))
+    demo.add_argument("--large", type=Path, default=None, help="folder of lens runs of the same models on more tokens")
     smol = sub.add_parser("smollm2")
     smol.add_argument("--max-tokens", type=int, default=16_384)
     smol.add_argument("--batch-size", type=int, default=32)
@@ -235,7 +248,7 @@ def main() -> None:
     if args.what == "cost":
         run_cost(args.repeats)
     elif args.what == "demo":
-        run_demo(args.demo)
+        run_demo(args.demo, args.large)
     else:
         run_smollm2(args.max_tokens, args.batch_size, args.out)
 

@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--variants", default="old,held,streamed,torchrun")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--tau", default="1..5")
+    parser.add_argument("--layers", default="all")
+    parser.add_argument("--max-epochs", type=int, default=None, help="the softmax probe's (default: its own, 8)")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-probe-speed."))
     model = model_dir(work / "model")
@@ -44,6 +47,7 @@ def main() -> None:
             out = work / f"run-{variant}-{round_index}"
             shutil.rmtree(out, ignore_errors=True)
             config = {"model": str(model), "out": str(out), "max_tokens": args.tokens, "device": "cpu"}
+            config |= {"tau": args.tau, "layers": args.layers, "max_epochs": args.max_epochs}
             if variant == "streamed":
                 config["memory"] = 0
             tree = Path(args.old_tree) if variant == "old" else None
@@ -54,7 +58,8 @@ def main() -> None:
         f"# bench_probe_speed  {datetime.date.today()}  cpus {os.cpu_count()}  load now {os.getloadavg()[0]:.1f}",
         "model: GPT-2-small width (d 768, 12 heads), 2 blocks, BPE vocab 2048, random;",
         f"bundled corpus, {args.tokens:,} tokens;",
-        "layers 0..2, tau 1..5, token+model targets, softmax+lstsq, unigram+skip-bigram (the default grid);",
+        f"layers {args.layers}, tau {args.tau}, token+model targets, softmax (max epochs "
+        f"{args.max_epochs or 'default 8'}) + lstsq, unigram + skip-bigram;",
         f"variants run one after the other, {args.rounds} round(s); wall = end-to-end seconds of a fresh process",
     ]
     reference = "old" if "old" in results else variants[0]

@@ -185,5 +185,5 @@ def estimate(
             name: _interval(exact_expected[name], sample_metrics[name], boot_metrics[name]) for name in exact_expected
         }
     w = np.asarray(weights, dtype=np.float64)
-    batch_sq = np.tensordot(w / w.sum(), diagonal_all[..., 2, 2], axes=(0, 0))
+    batch_sq = np.tensordot(w / w.sum(), diagonal_all.sum(axis=(-1, -2)), axes=(0, 0))  # ‖g_vanilla,b‖², parts summed
     return Estimates(pooled, expected, _sqrt(batch_sq))

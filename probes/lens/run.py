@@ -8,8 +8,9 @@ differentiated three times (g_vanilla, g_myopic, g_strict; `probes.lens.decompos
 `results.parquet` in the shared schema (probe `gradient`, a `component` column: all, embed, block.{l}.attn,
 block.{l}.mlp, unembed; pooled metrics and `expected_…` ones with batch-resampling intervals; a `revision`
 and `train_step` column), `windows.safetensors` (the windows measured and each one's batch) and
-`provenance.json`. Several revisions are measured one after the other; a finished revision is kept in `parts/`,
-so an interrupted run resumes at the next one.
+`provenance.json`. Several revisions are measured one after the other; a finished revision is kept in `parts/`
+(its rows, and in an .npz the inner products behind them: per component the 3 × 3 products of the running sums,
+each batch's own, the batch weights and the batch × batch products), so an interrupted run resumes at the next one.
 A synthetic-task model folder (`probe-future synthetic`) is measured on fresh task sequences with its Huber loss.
 """
 
@@ -86,10 +87,12 @@ class GradientsConfig(ModelFlags, DataFlags, OutputFlags, ProgressFlag):
 
 @dataclass
 class Measured:
-    """One measured model (one revision): its rows and what provenance records about it."""
+    """One measured model (one revision): its rows, what provenance records about it, and the inner products
+    behind every number (kept beside the rows, so the metrics can be recomputed without the model)."""
 
     rows: pd.DataFrame
     info: dict[str, Any]
+    products: dict[str, np.ndarray]
 
 
 _WINDOWS: dict[
@@ -182,7 +185,9 @@ def measure_subject(subject: Subject, config: GradientsConfig, documents: list[A
     }
     if subject.device.type == "cuda":
         info["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated(subject.device) / 2**30, 3)
-    return Measured(rows, info)
+    products = {"totals": stats.totals, "diagonal": stats.diagonal, "weights": stats.weights}
+    products |= {"batch_ids": stats.batch_ids} | ({"cross": cross} if cross is not None else {})
+    return Measured(rows, info, products)
 
 
 def result_rows(estimates: Any, components: tuple[str, ...], base: dict[str, Any]) -> pd.DataFrame:
@@ -232,6 +237,11 @@ def _write_sequences(out: Path, batches: list[LensBatch]) -> None:
 # ---------------------------------------------------------------------------------------------- the job
 
 
+def _save_products(path: Path, products: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:  # a file handle: np.savez would append .npz to the temporary name
+        np.savez(handle, **products)
+
+
 def _part_stem(index: int, revision: str | None) -> str:
     label = "".join(c if c.isalnum() or c in "-_." else "_" for c in (revision or "model"))
     return f"{index:03d}-{label}"
@@ -260,6 +270,7 @@ def run_gradients(config: GradientsConfig) -> pd.DataFrame:
         measured = measure_subject(subject, config, documents, out)
         if infos and measured.info["data"]["data_hash"] != infos[0]["data"]["data_hash"]:
             raise UsageError(f"revision {revision} tokenises --data differently from {targets[0]}: measure it apart")
+        atomic_write(stem.with_suffix(".npz"), lambda tmp, m=measured: _save_products(tmp, m.products))
         atomic_write(stem.with_suffix(".parquet"), lambda tmp, m=measured: m.rows.to_parquet(tmp, index=False))
         atomic_write_json(stem.with_suffix(".json"), measured.info)
         frames.append(measured.rows)

@@ -149,6 +149,18 @@ def test_the_last_block_has_no_precaching_part(arch: str) -> None:
     assert result.pooled["precaching_share"][0][names.index(ALL)] > 1e-3
 
 
+def test_the_batch_noise_scale_is_the_mean_squared_batch_gradient() -> None:
+    model = make_model("llama").eval()
+    batches = make_batches(3, windows_per_chunk=(1,))
+    stats = measure(model, batches, token_loss, parameter_groups(model))
+    result = estimate(stats.totals, stats.diagonal, stats.weights, None, 0, 0)
+    norms = []
+    for batch in batches:
+        gradient = gradient_of(model, batch, "vanilla")
+        norms.append(sum(float((g**2).sum()) for g in gradient.values()))
+    assert result.batch_norm_vanilla[-1] == pytest.approx(np.sqrt(np.mean(norms)), rel=1e-10)
+
+
 def test_the_numbers_do_not_depend_on_the_order_of_the_batches() -> None:
     model = make_model("gpt2").eval()
     batches = make_batches(5)

@@ -78,6 +78,8 @@ def test_a_language_model_gets_every_component_and_both_estimates(tiny_lm, corpu
     norm = everything.loc["expected_grad_norm_vanilla"]
     assert norm["ci_low"] <= norm["value"] <= norm["ci_high"]
     assert everything.loc["grad_norm_vanilla", "n_tokens"] == everything.loc["grad_norm_vanilla", "n_test"] * SEQ
+    (products,) = (out / "parts").glob("*.npz")
+    assert set(np.load(products)) == {"totals", "diagonal", "weights", "batch_ids", "cross"}
     windows = load_file(out / "windows.safetensors")
     assert windows["tokens"].shape == (64, SEQ) and (windows["batch"] >= 0).all()
     # Batches hold whole documents.
