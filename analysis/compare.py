@@ -10,8 +10,8 @@ gradient-lens runs of further models (`probe-future gradients`: a pretrained mod
 the report's gradient allocation section beside those found in the subjects' folders. The statistics
 are in `analysis.comparison`: every interval resamples test documents, and every difference between two models
 (the myopia gap, the pre-caching share, the probe deltas and shares, through each probe run's `per_doc.parquet`)
-is paired, the same documents drawn for both models in each resample. Writes `comparison.csv` / `comparison.parquet` (the shared results schema),
-`provenance.json` and `report.html`.
+is paired, the same documents drawn for both models in each resample. Writes `comparison.csv` /
+`comparison.parquet` (the shared results schema), `provenance.json` and `report.html`.
 """
 
 from __future__ import annotations

@@ -158,7 +158,12 @@ def _interval(
         low, high = np.nanquantile(safe, [alpha, 1.0 - alpha], axis=0)
     keep = (undefined <= alpha) & np.isfinite(exact - sketched)
     shift = np.where(np.isfinite(exact - sketched), exact - sketched, 0.0)
-    return exact, np.where(keep, low + shift, np.nan), np.where(keep, high + shift, np.nan)
+    low, high = low + shift, high + shift
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        never_negative = np.nanmin(safe, axis=0) >= 0  # norms, shares: the move must not take a bound below 0
+    low = np.where(never_negative, np.maximum(low, 0.0), low)
+    return exact, np.where(keep, low, np.nan), np.where(keep, high, np.nan)
 
 
 def estimate(
