@@ -31,7 +31,7 @@ from probes.training.myopic import gradient_mode
 
 MODE_OF_KIND = {"strict": "strict-myopic", "myopic": "myopic", "vanilla": "vanilla"}
 DEFAULT_SKETCH_DIM = 4096
-_DOT_CHUNK = 1 << 22  # float64 partial sums over slices of this many scalars
+_DOT_CHUNK = 1 << 20  # inner products in float64 over slices of this many scalars
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,24 @@ class GradientStats:
         )
 
 
-def _dot(a: Tensor, b: Tensor) -> float:
-    """⟨a, b⟩ accumulated in float64 (slice by slice, so no full-size float64 copy)."""
-    x, y = a.reshape(-1), b.reshape(-1)
-    if x.dtype == torch.float64:
-        return float(torch.dot(x, y))
-    pieces = zip(x.split(_DOT_CHUNK), y.split(_DOT_CHUNK), strict=True)
-    return float(sum(torch.dot(p.double(), q.double()) for p, q in pieces))
+def gram3(parts: Sequence[Tensor]) -> np.ndarray:
+    """The 3 × 3 inner products of three same-shaped tensors, accumulated in float64.
+
+    Slice by slice, the three are copied into one float64 buffer and multiplied by its transpose: every tensor
+    is read once, with no full-size float64 copy.
+    """
+    flat = [part.reshape(-1) for part in parts]
+    n = flat[0].numel()
+    size = min(n, _DOT_CHUNK)
+    buffer = torch.empty((len(flat), size), dtype=torch.float64, device=flat[0].device)
+    gram = torch.zeros((len(flat), len(flat)), dtype=torch.float64, device=flat[0].device)
+    for lo in range(0, n, size):
+        width = min(size, n - lo)
+        for row, vector in enumerate(flat):
+            buffer[row, :width].copy_(vector[lo : lo + width])
+        block = buffer[:, :width]
+        gram += block @ block.T
+    return gram.cpu().numpy()
 
 
 class Sketcher:
@@ -211,11 +222,6 @@ def _to_parts(gradients: list[list[Tensor]]) -> None:
 
 
 def _batch_products(gradients: list[list[Tensor]], groups: ParameterGroups, into: np.ndarray) -> None:
-    """into[group, x, y] += ⟨g_x, g_y⟩ restricted to the group, for the three parts given per parameter."""
+    """into[group] += the 3 × 3 inner products of the three parts given per parameter, restricted to the group."""
     for index, group in enumerate(groups.group_of):
-        for x in range(3):
-            for y in range(x, 3):
-                value = _dot(gradients[x][index], gradients[y][index])
-                into[group, x, y] += value
-                if y != x:
-                    into[group, y, x] += value
+        into[group] += gram3([parts[index] for parts in gradients])
