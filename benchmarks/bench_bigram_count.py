@@ -66,7 +66,7 @@ def train_without_count(demo: Path, out: Path) -> float:
         lr=scale["lr"],
         warmup=scale["warmup"],
         eval_every=0,
-        save_every=scale["steps"],
+        save_every=max(1, scale["steps"] // 4),
         log_every=10,
         seed=seed,
         device="cpu",

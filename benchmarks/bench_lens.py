@@ -102,12 +102,13 @@ def cost_case(name: str, repeats: int) -> list[str]:
         val = torch.randint(0, vocab, (256, length))
         docs = torch.arange(256) // 4  # 64 documents of 4 windows
         probe = probe_batches(val, docs, 128, 0)
-        records = []
-        for _ in range(repeats):
+        records, record_steps = [], []
+        for _ in range(repeats):  # interleaved with training steps: the load of a shared machine changes
             start = time.perf_counter()
             lens_record(model, probe)
             records.append(time.perf_counter() - start)
-        ratio = min(records) / min(steps)
+            record_steps.append(step())
+        ratio = min(records) / min(record_steps)
         lines.append(
             f"  train --lens-every record (128 windows, {len(probe)} batches): min {min(records):.3f} s = "
             f"{ratio:.1f} training steps; overhead {ratio / 50:.1%} at --lens-every 50, {ratio / 200:.1%} at 200"

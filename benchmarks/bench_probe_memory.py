@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,18 +28,31 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--memory", type=float, default=0.5, help="the probe job's --memory (GB), the same for all")
     parser.add_argument("--workdir", default=None, help="keep the model and runs here (default: a temporary folder)")
+    parser.add_argument("--tau", default="1,2")
+    parser.add_argument("--layers", default="0,2")
+    parser.add_argument("--max-epochs", type=int, default=2, help="the softmax probe's epochs")
+    parser.add_argument(
+        "--refit", action="store_true", help="keep finished activation stores in --workdir, refit everything else"
+    )
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-probe-memory."))
     model = model_dir(work / "model")
     lines = [
         f"# bench_probe_memory  {datetime.date.today()}  cpus {os.cpu_count()}  load at start {os.getloadavg()[0]:.1f}",
-        "model: GPT-2-small width (d 768, 12 heads), 2 blocks, BPE vocab 2048, random; bundled corpus; layers 0,2;",
-        f"tau 1,2; targets token+model; softmax (2 epochs) + lstsq; unigram + skip-bigram; --memory {args.memory} GB",
+        "model: GPT-2-small width (d 768, 12 heads), 2 blocks, BPE vocab 2048, random; bundled corpus;",
+        f"layers {args.layers}; tau {args.tau}; targets token+model; softmax ({args.max_epochs} epochs) + lstsq; "
+        f"unigram + skip-bigram; --memory {args.memory} GB",
     ]
+    if args.refit:
+        lines.append("each run refits on the finished activation store of an earlier run (extraction not repeated)")
     peaks = {}
     for tokens in args.tokens:
-        config = {"model": str(model), "out": str(work / f"run-{tokens}"), "max_tokens": tokens, "tau": "1,2"}
-        config |= {"layers": "0,2", "device": "cpu", "memory": args.memory, "max_epochs": 2}
+        config = {"model": str(model), "out": str(work / f"run-{tokens}"), "max_tokens": tokens, "tau": args.tau}
+        config |= {"layers": args.layers, "device": "cpu", "memory": args.memory, "max_epochs": args.max_epochs}
+        if args.refit:  # the probe job on a finished store: everything but the extraction
+            for name in ("fits", "results.csv", "results.parquet", "per_doc.parquet", "provenance.json"):
+                path = Path(config["out"]) / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         result = run_child(config)
         peaks[tokens] = result["peak_rss_mib"]
         layer_mib = tokens * 768 * 2 / 2**20

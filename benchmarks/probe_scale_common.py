@@ -67,8 +67,15 @@ def run_child(config: dict[str, Any], tree: Path | None = None, torchrun: int = 
 
 
 def _child(config: dict[str, Any]) -> None:
-    from probes.probing.linear import SoftmaxConfig
-    from probes.probing.run import ProbeConfig, run_probes
+    try:
+        from probes.probing.linear import SoftmaxConfig
+        from probes.probing.run import ProbeConfig, run_probes
+    except ImportError:  # the package as it was before the re-layout into subpackages (an --old-tree)
+        from probes.linear import SoftmaxConfig  # type: ignore[no-redef]
+        from probes.run import ProbeRunConfig as ProbeConfig  # type: ignore[no-redef]
+        from probes.run import run_probes  # type: ignore[no-redef]
+
+        config["taus"] = config.pop("tau")
 
     max_epochs = config.pop("max_epochs", None)
     if max_epochs is not None:
