@@ -31,7 +31,7 @@ from probes.training.myopic import gradient_mode
 
 MODE_OF_KIND = {"strict": "strict-myopic", "myopic": "myopic", "vanilla": "vanilla"}
 DEFAULT_SKETCH_DIM = 4096
-_DOT_CHUNK = 1 << 20  # inner products in float64 over slices of this many scalars
+_DOT_CHUNK = 1 << 16  # float32 inner products over slices of this many scalars, summed in float64
 
 
 @dataclass(frozen=True)
@@ -87,27 +87,35 @@ class GradientStats:
 
 
 def gram3(parts: Sequence[Tensor]) -> np.ndarray:
-    """The 3 × 3 inner products of three same-shaped tensors, accumulated in float64.
+    """The 3 × 3 inner products of three same-shaped tensors, summed in float64.
 
-    Slice by slice, the three are copied into one float64 buffer and multiplied by its transpose: every tensor
-    is read once, with no full-size float64 copy.
+    float64 inputs: one dot product per pair. float32 inputs: dot products over slices of `_DOT_CHUNK` scalars
+    (float32 BLAS, the slices small enough that each partial sum is exact to about 1e-8 relative), summed in
+    float64 across slices. Each slice of the three is read while it is in cache; no float64 copy is made.
     """
     flat = [part.reshape(-1) for part in parts]
     n = flat[0].numel()
-    size = min(n, _DOT_CHUNK)
-    buffer = torch.empty((len(flat), size), dtype=torch.float64, device=flat[0].device)
-    gram = torch.zeros((len(flat), len(flat)), dtype=torch.float64, device=flat[0].device)
-    for lo in range(0, n, size):
-        width = min(size, n - lo)
-        for row, vector in enumerate(flat):
-            buffer[row, :width].copy_(vector[lo : lo + width])
-        block = buffer[:, :width]
-        gram += block @ block.T
-    return gram.cpu().numpy()
+    chunk = n if flat[0].dtype == torch.float64 else _DOT_CHUNK
+    pairs = [(x, y) for x in range(3) for y in range(x, 3)]
+    sums = torch.zeros(len(pairs), dtype=torch.float64, device=flat[0].device)
+    for lo in range(0, max(n, 1), chunk):
+        pieces = [vector[lo : lo + chunk] for vector in flat]
+        sums += torch.stack([torch.dot(pieces[x], pieces[y]) for x, y in pairs]).double()
+    values = sums.cpu().numpy()
+    gram = np.empty((3, 3))
+    for (x, y), value in zip(pairs, values, strict=True):
+        gram[x, y] = gram[y, x] = value
+    return gram
 
 
 class Sketcher:
-    """Fixed per-component maps from a gradient to at most `dim` numbers (exact when the component fits)."""
+    """Fixed per-component maps from a gradient to at most `dim` numbers (exact when the component fits).
+
+    A larger component's scalars, in order, get independent random signs and fall into bucket (position mod
+    `dim`): a count sketch, whose inner products are unbiased estimates of the gradients' inner products. The signs
+    are kept per parameter in its dtype (one more copy of those parameters) so that a sketch is one multiply and
+    one sum over rows, with no conversion.
+    """
 
     def __init__(self, groups: ParameterGroups, dim: int, seed: int) -> None:
         self.groups = groups
@@ -124,8 +132,8 @@ class Sketcher:
             if self.exact[group]:
                 self.signs.append(None)
             else:
-                signs = torch.randint(0, 2, (tensor.numel(),), generator=generator, dtype=torch.int8) * 2 - 1
-                self.signs.append(signs.to(tensor.device))
+                signs = torch.empty(tensor.numel()).bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+                self.signs.append(signs.to(tensor.device, tensor.dtype))
 
     def sketch(self, gradients: Sequence[Tensor]) -> list[np.ndarray]:
         """Per component, the (m,) sketch of one gradient (given per parameter)."""
@@ -136,13 +144,21 @@ class Sketcher:
         ):
             flat = gradient.reshape(-1)
             if signs is not None:
-                flat = flat * signs.to(flat.dtype)
-            dim = self.dims[group]
-            start = offset % dim
-            padded = flat.new_zeros(-(-(start + flat.numel()) // dim) * dim)
-            padded[start : start + flat.numel()] = flat
-            out[group] += padded.view(-1, dim).sum(0, dtype=torch.float64)
+                flat = flat * signs
+            _fold_into(out[group], flat, offset % self.dims[group])
         return [vector.cpu().numpy() for vector in out]
+
+
+def _fold_into(out: Tensor, flat: Tensor, start: int) -> None:
+    """out[(start + i) mod m] += flat[i] for every i, m = len(out): a partial first row, whole rows, a partial last."""
+    m, n = len(out), flat.numel()
+    head = min(n, (m - start) % m)
+    out[start : start + head] += flat[:head]
+    rows = (n - head) // m
+    if rows:
+        out += flat[head : head + rows * m].view(rows, m).sum(0)
+    tail = flat[head + rows * m :]
+    out[: len(tail)] += tail
 
 
 def batch_gradient(model: nn.Module, batch: LensBatch, loss_fn: LossFn, mode: str) -> None:
