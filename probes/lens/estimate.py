@@ -65,12 +65,20 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
 
 
+def _cosine(inner: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """inner / norms; undefined outside [−1, 1], where an estimated Gram is not positive semi-definite (the
+    parts are lost in the batch noise) and no angle fits the numbers."""
+    value = _ratio(inner, norms)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(value) <= 1.0 + 1e-9, np.clip(value, -1.0, 1.0), np.nan)
+
+
 def metrics(parts: np.ndarray) -> dict[str, np.ndarray]:
     """Norms, the pre-caching share and cosines from a (..., 3, 3) Gram of the parts (direct, reading, pre-caching).
 
     An expected-gradient estimate can put a squared norm below 0 (the part is lost in the batch noise): the norm
     is then 0, its share 0 and its cosines undefined; `sq_norm_…` keeps the raw estimate. A part below
-    `NEGLIGIBLE` × ‖g_vanilla‖ counts as 0 too.
+    `NEGLIGIBLE` × ‖g_vanilla‖ counts as 0 too. An estimated cosine outside [−1, 1] is undefined.
     """
     gram = FROM_PARTS @ parts @ FROM_PARTS.T  # of (strict, myopic, vanilla)
     norm = {kind: _sqrt(gram[..., i, i]) for i, kind in enumerate(KINDS)}
@@ -86,9 +94,9 @@ def metrics(parts: np.ndarray) -> dict[str, np.ndarray]:
         "grad_norm_reading": part_norm["reading"],
         "grad_norm_precaching": part_norm["precaching"],
         "precaching_share": _ratio(part_norm["precaching"], norm["vanilla"]),
-        "cos_myopic_precaching": _ratio(myopic_precaching, norm["myopic"] * part_norm["precaching"]),
-        "cos_direct_precaching": _ratio(parts[..., 0, 2], part_norm["direct"] * part_norm["precaching"]),
-        "cos_reading_precaching": _ratio(parts[..., 1, 2], part_norm["reading"] * part_norm["precaching"]),
+        "cos_myopic_precaching": _cosine(myopic_precaching, norm["myopic"] * part_norm["precaching"]),
+        "cos_direct_precaching": _cosine(parts[..., 0, 2], part_norm["direct"] * part_norm["precaching"]),
+        "cos_reading_precaching": _cosine(parts[..., 1, 2], part_norm["reading"] * part_norm["precaching"]),
         "myopic_to_vanilla": _ratio(norm["myopic"], norm["vanilla"]),
         "sq_norm_vanilla": gram[..., 2, 2],
         "sq_norm_myopic": gram[..., 1, 1],

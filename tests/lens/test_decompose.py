@@ -212,6 +212,9 @@ def test_metrics_of_a_known_gram() -> None:
     negative = metrics(np.diag([-1.0, 1.0, 1.0]))  # an expected squared norm estimated below 0
     assert negative["grad_norm_strict"] == 0 and negative["sq_norm_vanilla"] == pytest.approx(1.0)
     assert np.isnan(negative["cos_direct_precaching"])
+    # An estimate that no three vectors can have: ⟨direct, pre-caching⟩ larger than the product of the norms.
+    impossible = metrics(np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0], [2.0, 0.0, 1.0]]))
+    assert np.isnan(impossible["cos_direct_precaching"]) and impossible["cos_reading_precaching"] == 0.0
 
 
 def test_the_count_sketch_is_exact_when_it_fits_and_unbiased_when_it_folds() -> None:
