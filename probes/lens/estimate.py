@@ -150,10 +150,20 @@ def resampled_grams(cross: np.ndarray, weights: np.ndarray, n_boot: int, seed: i
     return np.concatenate(replicates), grams(w[None, :])[0]
 
 
-def _interval(
-    exact: np.ndarray, sketched: np.ndarray, replicates: np.ndarray
+def metric_range(name: str) -> tuple[float, float]:
+    """The values a metric can take: norms, shares and ratios ≥ 0, cosines in [−1, 1], raw squared norms any."""
+    if name.startswith("cos_"):
+        return -1.0, 1.0
+    if name.startswith("sq_norm_"):
+        return -np.inf, np.inf
+    return 0.0, np.inf
+
+
+def interval(
+    name: str, exact: np.ndarray, sketched: np.ndarray, replicates: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Percentile interval of the replicates, moved by what the sketch changed in the sample's own value.
+    """Percentile interval of the replicates, moved by what the sketch changed in the sample's own value, and
+    kept within the metric's range.
 
     Replicates where the quantity is undefined (a ratio over a norm estimated at 0) are left out while they are
     at most (1 − LEVEL) / 2 of all; beyond that the column gets no interval.
@@ -166,11 +176,8 @@ def _interval(
         low, high = np.nanquantile(safe, [alpha, 1.0 - alpha], axis=0)
     keep = (undefined <= alpha) & np.isfinite(exact - sketched)
     shift = np.where(np.isfinite(exact - sketched), exact - sketched, 0.0)
-    low, high = low + shift, high + shift
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        never_negative = np.nanmin(safe, axis=0) >= 0  # norms, shares: the move must not take a bound below 0
-    low = np.where(never_negative, np.maximum(low, 0.0), low)
+    lowest, highest = metric_range(name)
+    low, high = np.clip(low + shift, lowest, highest), np.clip(high + shift, lowest, highest)
     return exact, np.where(keep, low, np.nan), np.where(keep, high, np.nan)
 
 
@@ -195,7 +202,8 @@ def estimate(
         boot, sample = resampled_grams(with_all(cross, axis=2), weights, n_boot, seed)
         sample_metrics, boot_metrics = metrics(sample), metrics(boot)
         expected = {
-            name: _interval(exact_expected[name], sample_metrics[name], boot_metrics[name]) for name in exact_expected
+            name: interval(name, exact_expected[name], sample_metrics[name], boot_metrics[name])
+            for name in exact_expected
         }
     w = np.asarray(weights, dtype=np.float64)
     batch_sq = np.tensordot(w / w.sum(), diagonal_all.sum(axis=(-1, -2)), axes=(0, 0))  # ‖g_vanilla,b‖², parts summed

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from probes.lens.decompose import LensBatch, Sketcher, batch_gradient, measure
-from probes.lens.estimate import FROM_PARTS, estimate, expected_gram, metrics, pooled_gram
+from probes.lens.estimate import FROM_PARTS, estimate, expected_gram, interval, metrics, pooled_gram
 from probes.lens.groups import ALL, component_of, parameter_groups
 from tests.training.test_myopic import ARCHS, VOCAB, brute_force_grads, make_model
 
@@ -215,6 +215,19 @@ def test_metrics_of_a_known_gram() -> None:
     # An estimate that no three vectors can have: ⟨direct, pre-caching⟩ larger than the product of the norms.
     impossible = metrics(np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0], [2.0, 0.0, 1.0]]))
     assert np.isnan(impossible["cos_direct_precaching"]) and impossible["cos_reading_precaching"] == 0.0
+
+
+def test_intervals_move_with_the_sketch_within_each_metric_range() -> None:
+    """The replicates come from the sketched Gram; the exact estimate moves the interval, which then stays within
+    what the metric can be: a cosine may go below 0 (never below −1), a norm may not."""
+    replicates = np.linspace(0.0, 0.03, 1001)[:, None]
+    exact, sketched = np.array([-0.057]), np.array([0.01])
+    _, low, high = interval("cos_myopic_precaching", exact, sketched, replicates)
+    assert low[0] == pytest.approx(np.quantile(replicates, 0.025) - 0.067) and low[0] < exact[0] < high[0]
+    _, low, _ = interval("cos_myopic_precaching", np.array([-1.0]), sketched, replicates)
+    assert low[0] == -1.0
+    _, low, high = interval("grad_norm_precaching", np.array([0.001]), sketched, replicates)
+    assert low[0] == 0.0 and high[0] == pytest.approx(np.quantile(replicates, 0.975) - 0.009)
 
 
 def test_the_count_sketch_is_exact_when_it_fits_and_unbiased_when_it_folds() -> None:
