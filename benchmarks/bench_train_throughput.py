@@ -30,8 +30,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from probes.distributed import join
+from probes.models import resolve_device
 from probes.training.lm import Run, TrainConfig, build_run, train_step
-from probes.training.loop import MetricsLog, init_distributed, make_optimizer
+from probes.training.loop import MetricsLog, make_optimizer
 from probes.training.myopic import gradient_mode
 
 SEQ, BATCH = 64, 8
@@ -50,7 +52,7 @@ def our_run(data: str, out: Path) -> Run:
     config = TrainConfig(
         out=str(out), arch="small", data=data, seq_len=SEQ, batch_size=BATCH, steps=100_000, warmup=0, device="cpu"
     )
-    return build_run(config, init_distributed("cpu"))
+    return build_run(config, join(resolve_device("cpu"), timeout=None))
 
 
 def our_stepper(run: Run, folder: Path, mode: str) -> Callable[[int], None]:

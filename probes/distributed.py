@@ -78,9 +78,10 @@ def single(device: torch.device) -> Ranks:
     return Ranks(0, 1, 1, device)
 
 
-def join(device: torch.device) -> Ranks:
+def join(device: torch.device, timeout: timedelta | None = BARRIER_TIMEOUT) -> Ranks:
     """Join the torchrun job when there is one (NCCL on CUDA, gloo on CPU); rank 0 of 1 otherwise. `device`: the
-    resolved device type of the run (`probes.models.resolve_device`); rank r uses `cuda:LOCAL_RANK`."""
+    resolved device type of the run (`probes.models.resolve_device`); rank r uses `cuda:LOCAL_RANK`. `timeout`: of
+    every collective (None: torch's default for the backend)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     target = device
     if world <= 1:
@@ -92,14 +93,16 @@ def join(device: torch.device) -> Ranks:
         torch.cuda.set_device(target)
     if not torch_dist.is_initialized():
         backend = "nccl" if target.type == "cuda" else "gloo"
-        torch_dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
+        torch_dist.init_process_group(backend=backend, timeout=timeout)
     return Ranks(rank, world, local_world, target)
 
 
-def leave(ranks: Ranks) -> None:
-    """Leave the process group together (a rank that exits early could leave the others waiting)."""
+def leave(ranks: Ranks, together: bool = True) -> None:
+    """Leave the process group, by default together (a rank that exits early could leave the others waiting);
+    `together=False` after a failure, when another rank may never reach the barrier."""
     if ranks.enabled and torch_dist.is_initialized():
-        torch_dist.barrier()
+        if together:
+            torch_dist.barrier()
         torch_dist.destroy_process_group()
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probes.distributed import Ranks, single
 from probes.errors import UsageError
 from probes.io import atomic_write_json, read_json
 from probes.models import resolve_device, weights_hash
@@ -28,7 +29,7 @@ from probes.runs import TRAINING_FILE
 from probes.synthetic.model import SyntheticModel, block_config, fresh_model, huber, save_model_folder
 from probes.synthetic.settings import SyntheticSettings
 from probes.synthetic.task import LOSS_STREAM, TRAIN_STREAM, Batch, batch_of
-from probes.training.loop import Dist, Progress, lr_factor, make_optimizer, optimizer_step, prepare_out, run_training
+from probes.training.loop import Progress, lr_factor, make_optimizer, optimizer_step, prepare_out, run_training
 
 EVAL_BATCH = 256
 SIDE_BY_SIDE_ENTRY = "probes.synthetic.run"  # `python -m` this module with a payload trains one model
@@ -40,7 +41,7 @@ class SyntheticRun:
 
     settings: SyntheticSettings
     out: Path
-    dist: Dist
+    dist: Ranks
     model: SyntheticModel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -110,7 +111,7 @@ def build_run(settings: SyntheticSettings, out: str | Path, progress: bool = Tru
     return SyntheticRun(
         settings=settings,
         out=Path(out).expanduser(),
-        dist=Dist(0, 1, device),
+        dist=single(device),
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,

@@ -43,9 +43,10 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from probes.config import DEVICES, Command, DataFlags, OutputFlags, ProgressFlag
 from probes.corpus import Document, TokenWindows, load_documents, make_windows, split_by_document
 from probes.corpus.tokenizer import gpt2_tokenizer
+from probes.distributed import Ranks, join, leave
 from probes.errors import UsageError
 from probes.io import atomic_write_json, read_json, share_file
-from probes.models import check_causal, load_plain_model, weights_hash
+from probes.models import check_causal, load_plain_model, resolve_device, weights_hash
 from probes.precision import configure_matmuls
 from probes.provenance import provenance
 from probes.runs import TEST_FRACTION, TRAINING_FILE, input_paths
@@ -53,10 +54,7 @@ from probes.training.loop import (
     ADAM_BETAS,
     GRAD_CLIP,
     PRECISIONS,
-    Dist,
     Progress,
-    close_distributed,
-    init_distributed,
     lr_factor,
     make_optimizer,
     optimizer_step,
@@ -331,7 +329,7 @@ class BatchOrder:
     (a * world + r)-th slice of batch_size / (world * grad_accum) windows of it.
     """
 
-    def __init__(self, n_windows: int, batch_size: int, grad_accum: int, seed: int, dist: Dist) -> None:
+    def __init__(self, n_windows: int, batch_size: int, grad_accum: int, seed: int, dist: Ranks) -> None:
         self.n_windows, self.batch_size, self.seed = n_windows, batch_size, seed
         self.grad_accum, self.dist = grad_accum, dist
         self.micro = batch_size // (dist.world * grad_accum)
@@ -418,7 +416,7 @@ class Run:
 
     settings: Settings
     out: Path
-    dist: Dist
+    dist: Ranks
     tokenizer: PreTrainedTokenizerBase
     data: TrainData
     model: PreTrainedModel  # the inner model (what gradient_mode patches and save_pretrained writes)
@@ -454,7 +452,7 @@ class Run:
         return summary
 
 
-def build_run(config: TrainConfig, dist: Dist) -> Run:
+def build_run(config: TrainConfig, dist: Ranks) -> Run:
     settings = resolve_settings(config)
     documents = load_documents(settings.data)
     init_hash = None
@@ -504,7 +502,7 @@ def build_run(config: TrainConfig, dist: Dist) -> Run:
     )
 
 
-def check_batch(settings: Settings, dist: Dist, n_train: int) -> None:
+def check_batch(settings: Settings, dist: Ranks, n_train: int) -> None:
     shards = dist.world * settings.grad_accum
     if settings.batch_size % shards:
         raise UsageError(
@@ -606,7 +604,7 @@ def training_summary(run: Run, progress: Progress, train_loss: float | None, val
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train (or resume) the run described by `config`; returns the contents of training.json."""
-    dist = init_distributed(config.device)
+    dist = join(resolve_device(config.device), timeout=None)
     try:
         run = build_run(config, dist)
         inputs = input_paths(config.data, config.config, None if config.init == "random" else config.init)
@@ -623,7 +621,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             torch_dist.barrier()
         return summary
     finally:
-        close_distributed(dist)
+        leave(dist, together=False)  # after the barrier above on success; after a failure, without one
 
 
 @contextmanager

@@ -26,9 +26,9 @@ import torch.distributed as torch_dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from probes.distributed import Ranks
 from probes.errors import UsageError
 from probes.io import atomic_write_json, atomic_write_text, read_json, share_file
-from probes.models import resolve_device
 from probes.runs import TRAINING_ARGS_FILE, TRAINING_FILE, claim_folder
 from probes.training.myopic import gradient_mode
 
@@ -43,44 +43,7 @@ METRICS_FILE = "metrics.jsonl"
 # ---------------------------------------------------------------------------------------------- distributed
 
 
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in the job (a single process is rank 0 of 1)."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-
-def init_distributed(device: str) -> Dist:
-    """Join the torchrun job when there is one (NCCL on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(0, 1, resolve_device(device))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    target = resolve_device(device)
-    if target.type == "cuda":
-        target = torch.device("cuda", local_rank)
-        torch.cuda.set_device(target)
-    if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
-    return Dist(rank, world, target)
-
-
-def close_distributed(dist: Dist) -> None:
-    if dist.enabled and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
-
-
-def all_mean(value: Tensor, dist: Dist) -> Tensor:
+def all_mean(value: Tensor, dist: Ranks) -> Tensor:
     if dist.enabled:
         torch_dist.all_reduce(value, op=torch_dist.ReduceOp.SUM)
         value = value / dist.world
@@ -124,7 +87,7 @@ class Trainable(Protocol):
     @property
     def out(self) -> Path: ...
     @property
-    def dist(self) -> Dist: ...
+    def dist(self) -> Ranks: ...
     @property
     def model(self) -> nn.Module: ...
     @property

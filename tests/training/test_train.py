@@ -17,9 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from probes.corpus import load_documents, make_windows, split_by_document
+from probes.distributed import Ranks
+from probes.distributed import single as single_process
 from probes.errors import UsageError
 from probes.training.lm import BatchOrder, TrainConfig, resolve_settings, train_bpe_tokenizer
-from probes.training.loop import Dist, lr_factor
+from probes.training.loop import lr_factor
 from tests.test_cli_errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,14 +131,14 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
 
 
 def test_batch_order_splits_the_same_global_batch_across_ranks_and_micro_steps() -> None:
-    single = BatchOrder(50, 8, 1, seed=3, dist=Dist(0, 1, torch.device("cpu")))
+    single = BatchOrder(50, 8, 1, seed=3, dist=single_process(torch.device("cpu")))
     for step in (0, 5, 6, 13):  # 6 steps per epoch: step 6 starts a new permutation
         expected = single.global_batch(step)
         assert len(set(expected)) == 8
         shards = [
             batch
             for rank in range(2)
-            for batch in BatchOrder(50, 8, 2, seed=3, dist=Dist(rank, 2, torch.device("cpu"))).micro_batches(step)
+            for batch in BatchOrder(50, 8, 2, seed=3, dist=Ranks(rank, 2, 1, torch.device("cpu"))).micro_batches(step)
         ]
         assert sorted(np.concatenate(shards)) == sorted(expected)
     assert not np.array_equal(single.global_batch(0), single.global_batch(6))
