@@ -21,6 +21,15 @@ WORDS = (
 ).split()
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; a test that asks for this runs on one and restores the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_embd: int = 32, seed: int = 0) -> Path:
     """A random GPT-2 with the real GPT-2 vocabulary (so the offline GPT-2 tokenizer applies)."""
     from transformers import GPT2Config, GPT2LMHeadModel

@@ -17,12 +17,7 @@ from tests.training.test_myopic import ARCHS, VOCAB, brute_force_grads, make_mod
 SEQ = 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def token_loss(model: nn.Module, chunk: Tensor) -> Tensor:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from probes import cli
 from probes.runs import load_run
@@ -21,12 +20,7 @@ TOY = ["--steps", "6", "--batch-size", "4", "--d-model", "8", "--n-head", "2", "
 TOY_KNOBS = {"steps": 6, "batch_size": 4, "d_model": 8, "n_head": 2, "seq_len": 16, "window": 3, "eval_sequences": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
