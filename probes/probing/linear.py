@@ -124,8 +124,7 @@ class SoftmaxProbe:
     def _logits(self, X: Tensor) -> Tensor:
         """(n, Hh, K+1) logits for raw (unstandardised) inputs."""
         Xs = (X.to(self.mean.device, torch.float32) - self.mean) / self.std
-        logits = Xs @ self.weight_flat
-        return logits.view(len(X), self.n_heads, self.top_k + 1) + self.bias + self.logit_mask
+        return _affine_logits(Xs, self.weight_flat, self.bias, self.logit_mask)
 
     @torch.no_grad()
     def log_probs_topk(self, X: Tensor) -> Tensor:
@@ -246,14 +245,21 @@ def _moments(X: Tensor, index: Tensor, chunk_rows: int = SCORE_CHUNK_ROWS) -> tu
     return mean, (squares / max(len(index) - 1, 1)).sqrt().clamp(min=1e-6)
 
 
+def _affine_logits(Xs: Tensor, weight_flat: Tensor, bias: Tensor, logit_mask: Tensor) -> Tensor:
+    """(n, Hh, K+1) logits of standardised rows: one addmm adds the bias and the mask inside the matrix
+    product, instead of two more passes over the (n, Hh·(K+1)) logits (a seventh of a training step on CPU)."""
+    n_heads, n_classes = bias.shape
+    logits = torch.addmm((bias + logit_mask).view(-1), Xs, weight_flat)
+    return logits.view(len(Xs), n_heads, n_classes)
+
+
 def _head_losses(probe: SoftmaxProbe, Xs: Tensor, Yc: Tensor) -> Tensor:
     """(Hh,) mean cross-entropy over the K+1 classes of each head on standardised rows."""
     total = torch.zeros(probe.n_heads, dtype=torch.float64, device=Xs.device)
     count = torch.zeros(probe.n_heads, dtype=torch.float64, device=Xs.device)
     for i in range(0, len(Xs), SCORE_CHUNK_ROWS):
         y = Yc[i : i + SCORE_CHUNK_ROWS]
-        logits = (Xs[i : i + SCORE_CHUNK_ROWS] @ probe.weight_flat).view(len(y), probe.n_heads, -1)
-        logits = logits + probe.bias + probe.logit_mask
+        logits = _affine_logits(Xs[i : i + SCORE_CHUNK_ROWS], probe.weight_flat, probe.bias, probe.logit_mask)
         losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1, reduction="none")
         total += losses.view(len(y), -1).sum(dim=0).double()
         count += (y >= 0).sum(dim=0).double()
@@ -352,7 +358,7 @@ def _train(
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
             y = Yc[rows]
-            logits = (Xs[rows] @ weight).view(len(rows), n_heads, n_classes) + bias + probe.logit_mask
+            logits = _affine_logits(Xs[rows], weight, bias, probe.logit_mask)
             # Rows of (B*Hh, K+1): much faster than the class-in-dim-1 layout on CPU.
             loss = F.cross_entropy(logits.reshape(-1, n_classes), y.reshape(-1), ignore_index=-1, reduction="sum")
             loss = loss / len(rows)

@@ -340,6 +340,11 @@ def _gpt2_forward(module: nn.Module, mode: PastMode) -> AttentionForward:
         def heads(t: Tensor) -> Tensor:
             return t.view(batch, seq_len, -1, head_dim).transpose(1, 2)
 
+        if _fusable(module, mode, output_attentions):
+            output, key, value = _gpt2_myopic_fused(module, hidden_states, attention_mask, heads)
+            _update_cache(cache, key, value, module.layer_idx, mode)
+            output = module.resid_dropout(module.c_proj(output.transpose(1, 2).reshape(batch, seq_len, -1)))
+            return output, None
         query, key, value = (heads(t) for t in module.c_attn(hidden_states).split(split, dim=2))
         _update_cache(cache, key, value, module.layer_idx, mode)
 
@@ -372,6 +377,65 @@ def _gpt2_forward(module: nn.Module, mode: PastMode) -> AttentionForward:
         return output, weights
 
     return forward
+
+
+def _fusable(module: nn.Module, mode: PastMode, output_attentions: bool | None) -> bool:
+    """Whether a GPT-2 layer's myopic attention can run through the fused kernel (`_gpt2_myopic_fused`)."""
+    from transformers.pytorch_utils import Conv1D
+
+    no_dropout = module.attn_dropout.p == 0 or not module.training
+    plain = type(module.c_attn) is Conv1D and not output_attentions
+    return mode == "paper" and plain and no_dropout and torch.is_grad_enabled()
+
+
+def _gpt2_myopic_fused(
+    module: nn.Module, x: Tensor, attention_mask: Any, heads: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The myopic attention of a GPT-2 layer through one fused attention kernel: the output (batch, heads, seq,
+    head_dim) and the keys and values (for a cache).
+
+    The same gradient as steps 1-4 of the module docstring, with the softmax attention left to the kernel. Its
+    keys/values are the projection of the detached input with live weights: the weights get their gradient
+    through every pair, the diagonal included, and no input does. A term that is exactly zero in value adds what
+    the live diagonal sends into the input at t, A_tt dv_t + A_tt (v_t − out_t)·g s q_t · dk_t, through
+    keys/values projected with detached weights; A_tt comes from the kernel's log-sum-exp. The eager softmax,
+    its masks and its diagonal edits made a myopic step cost half as much again as a vanilla one on a CPU.
+    """
+    split = module.split_size
+    weight, bias = module.c_attn.weight, module.c_attn.bias
+    flat = x.reshape(-1, x.shape[-1])
+    query = heads(torch.addmm(bias[:split], flat, weight[:, :split]).view(*x.shape[:-1], -1))
+    past_key, past_value = (heads(t) for t in _project(flat.detach(), weight[:, split:], bias[split:], x))
+    own_key, own_value = (heads(t) for t in _project(flat, weight[:, split:].detach(), bias[split:].detach(), x))
+    mask = _additive_mask(attention_mask, x.shape[1], query.dtype, query.device, "paper")
+    if query.device.type == "cpu":
+        causal = _model_mask(None, mask.shape[-1], mask.dtype, mask.device, "paper")
+        is_causal = mask.shape[-2:] == causal.shape and bool(torch.equal(mask, causal.expand_as(mask)))
+        output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, past_key, past_value, 0.0, is_causal, attn_mask=None if is_causal else mask, scale=module.scaling
+        )
+    else:
+        output, log_sum_exp = _attention_with_log_sum_exp(query, past_key, past_value, mask, module.scaling)
+    with torch.no_grad():
+        q, k, v, out = query.detach(), own_key.detach(), own_value.detach(), output.detach()
+        own_score = (q * k).sum(-1) * module.scaling + torch.diagonal(mask, dim1=-2, dim2=-1)
+        own_weight = torch.exp(own_score.float() - log_sum_exp.float()).to(q.dtype).unsqueeze(-1)
+        key_direction = own_weight * (v - out)
+    key_term = (module.scaling * (q * (own_key - k)).sum(-1, keepdim=True)) * key_direction
+    return output + own_weight * (own_value - v) + key_term, past_key, past_value
+
+
+def _project(flat: Tensor, weight: Tensor, bias: Tensor, like: Tensor) -> tuple[Tensor, ...]:
+    """(key, value) of a Conv1D key/value block, (batch, seq, d) each."""
+    return torch.addmm(bias, flat, weight).view(*like.shape[:-1], -1).chunk(2, dim=-1)
+
+
+def _attention_with_log_sum_exp(
+    query: Tensor, key: Tensor, value: Tensor, mask: Tensor, scale: float
+) -> tuple[Tensor, Tensor]:
+    """Softmax attention and its log-sum-exp per query (devices without the CPU kernel)."""
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale + mask
+    return torch.matmul(F.softmax(scores, dim=-1), value), torch.logsumexp(scores.detach(), dim=-1)
 
 
 def _neox_forward(module: nn.Module, mode: PastMode) -> AttentionForward:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -203,6 +204,28 @@ def test_one_pass_gradient_equals_brute_force(arch: str, variant: str, attn: str
     expected = brute_force_grads(model, arch, variant, loss_fn, SEQ)
     actual = one_pass_grads(model, "myopic" if variant == "paper" else "strict-myopic", ids, mask, targets)
     assert_grads_close(actual, expected)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_gpt2_fused_kernel_and_eager_path_both_equal_brute_force(monkeypatch: pytest.MonkeyPatch, padded: bool) -> None:
+    """GPT-2's myopic attention runs through the fused kernel (causal-only masks take the kernel's causal mode,
+    padded ones pass the mask); the eager path it replaced still serves dropout and is checked the same way."""
+    module = sys.modules["probes.training.myopic"]
+    fused_calls: list[int] = []
+    original = module._gpt2_myopic_fused
+    monkeypatch.setattr(module, "_gpt2_myopic_fused", lambda *args: fused_calls.append(1) or original(*args))
+    model = make_model("gpt2")
+    ids, mask, targets = make_batch(padded=padded)
+
+    def loss_fn() -> Tensor:
+        return position_losses(model(input_ids=ids, attention_mask=mask).logits, targets, mask)
+
+    expected = brute_force_grads(model, "gpt2", "paper", loss_fn, SEQ)
+    assert_grads_close(one_pass_grads(model, "myopic", ids, mask, targets), expected)
+    assert len(fused_calls) == 2  # one per layer
+    monkeypatch.setattr(module, "_fusable", lambda *args: False)
+    assert_grads_close(one_pass_grads(model, "myopic", ids, mask, targets), expected)
+    assert len(fused_calls) == 2
 
 
 @pytest.mark.parametrize("variant", ["paper", "strict"])
