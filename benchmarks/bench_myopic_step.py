@@ -4,9 +4,13 @@ All modes train the same randomly initialised GPT-2 on the same batch, with repe
 Reported: the median and the minimum step time (on a shared machine the minimum is the steadier estimate of the
 uncontended cost) and the forward+backward FLOPs counted by torch's FlopCounterMode, a load-independent measure
 of the extra work. Vanilla runs the model as loaded (its default attention implementation); the myopic modes run
-their own attention math inside the context.
+their own attention math inside the context: GPT-2's myopic mode through the fused attention kernel, and
+"myopic-eager" the same gradient through the eager softmax path that dropout still takes. The first two models
+are the demo's: its language model (2 layers, d 128, vocab 2,048, 32 windows of 64) and GPT-2 blocks shaped as
+its synthetic model (2 layers, d 64, 4 heads; an 8-token vocabulary stands in for its two-number input and
+one-number output).
 
-    python benchmarks/bench_myopic_step.py [--repeats 9] [--big-repeats 5] [--out benchmarks/results/myopic_step.txt]
+    python benchmarks/bench_myopic_step.py [--threads 1] [--repeats 9] [--big-repeats 5]
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import datetime
 import os
 import platform
 import statistics
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +33,32 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from probes.training.myopic import gradient_mode
 
-MODES = ("vanilla", "myopic", "strict-myopic")
+MODES = ("vanilla", "myopic", "myopic-eager", "strict-myopic")
+MYOPIC_MODULE = sys.modules["probes.training.myopic"]  # the package exports a function of the same name
+
+
+@contextmanager
+def eager_attention() -> Iterator[None]:
+    """The myopic gradient through the eager softmax path instead of the fused kernel."""
+    fusable = MYOPIC_MODULE._fusable
+    MYOPIC_MODULE._fusable = lambda *args: False
+    try:
+        yield
+    finally:
+        MYOPIC_MODULE._fusable = fusable
+
+
+def in_mode(model: torch.nn.Module, mode: str) -> AbstractContextManager[None]:
+    """Enter `mode`'s gradient mode (and the eager path for myopic-eager)."""
+    if mode == "myopic-eager":
+        return _eager_myopic(model)
+    return gradient_mode(model, mode)
+
+
+@contextmanager
+def _eager_myopic(model: torch.nn.Module) -> Iterator[None]:
+    with eager_attention(), gradient_mode(model, "myopic"):
+        yield
 
 
 @dataclass(frozen=True)
@@ -38,12 +70,15 @@ class Case:
     batch: int
     seq: int
     repeats: int
+    vocab: int = 50257
 
 
 def step_times(case: Case, warmup: int = 1) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Wall-clock step times per mode, and the forward+backward matmul/attention FLOPs per mode."""
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=case.layers, n_embd=case.width, n_head=case.heads, n_positions=1024)
+    config = GPT2Config(
+        n_layer=case.layers, n_embd=case.width, n_head=case.heads, n_positions=1024, vocab_size=case.vocab
+    )
     model = GPT2LMHeadModel(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, config.vocab_size, (case.batch, case.seq))
@@ -51,7 +86,7 @@ def step_times(case: Case, warmup: int = 1) -> tuple[dict[str, list[float]], dic
     def step(mode: str) -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with gradient_mode(model, mode):
+        with in_mode(model, mode):
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss
             loss.backward()
         optimizer.step()
@@ -60,7 +95,7 @@ def step_times(case: Case, warmup: int = 1) -> tuple[dict[str, list[float]], dic
     def flops(mode: str) -> float:
         counter = FlopCounterMode(display=False)
         optimizer.zero_grad(set_to_none=True)
-        with counter, gradient_mode(model, mode):
+        with counter, in_mode(model, mode):
             model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
         return float(counter.get_total_flops())
 
@@ -77,21 +112,25 @@ def step_times(case: Case, warmup: int = 1) -> tuple[dict[str, list[float]], dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved repeats for the small model")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the demo's workers use one)")
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved repeats for the small models")
     parser.add_argument("--big-repeats", type=int, default=5, help="interleaved repeats for the 124M model")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "myopic_step.txt")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     cases = [
+        Case("demo LM (2L d128)", layers=2, width=128, heads=4, batch=32, seq=64, repeats=args.repeats, vocab=2048),
+        Case("synthetic (2L d64)", layers=2, width=64, heads=4, batch=32, seq=64, repeats=args.repeats * 4, vocab=8),
         Case("gpt2 4L d256", layers=4, width=256, heads=4, batch=8, seq=64, repeats=args.repeats),
         Case("gpt2 124M (12L d768)", layers=12, width=768, heads=12, batch=4, seq=64, repeats=args.big_repeats),
     ]
     lines = [
-        "Myopic training step (forward + backward + AdamW), median (and min) of interleaved repeats; vocab 50257",
+        "Myopic training step (forward + backward + AdamW), median (and min) of interleaved repeats",
         f"date {datetime.date.today().isoformat()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"{platform.processor() or platform.machine()}, load average at start {os.getloadavg()[0]:.1f}",
         "",
-        f"{'model':<22} {'batch x seq':>11} {'reps':>4} {'mode':<14} {'median s':>9} {'min s':>7} "
+        f"{'model':<22} {'vocab':>6} {'batch x seq':>11} {'reps':>4} {'mode':<14} {'median s':>9} {'min s':>7} "
         f"{'median ratio':>12} {'min ratio':>9} {'GFLOP':>7} {'FLOP ratio':>10}",
     ]
     print("\n".join(lines), flush=True)
@@ -101,7 +140,7 @@ def main() -> None:
         for mode in MODES:
             median, fastest = statistics.median(times[mode]), min(times[mode])
             line = (
-                f"{case.name:<22} {f'{case.batch} x {case.seq}':>11} {case.repeats:>4} {mode:<14} "
+                f"{case.name:<22} {case.vocab:>6} {f'{case.batch} x {case.seq}':>11} {case.repeats:>4} {mode:<14} "
                 f"{median:>9.3f} {fastest:>7.3f} {median / base_median:>11.2f}x {fastest / base_min:>8.2f}x "
                 f"{counted[mode] / 1e9:>7.1f} {counted[mode] / counted['vanilla']:>9.3f}x"
             )
