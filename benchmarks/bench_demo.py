@@ -9,7 +9,7 @@ the synthetic vanilla/myopic test losses and ridge R², the natural-language myo
     python benchmarks/bench_demo.py --out reports/demo    # runs (or continues) it there
     python benchmarks/bench_demo.py --read reports/demo   # only summarises a finished demo
 
-`make demo` from a fresh clone adds the venv set-up (about 2 minutes) to the demo's own time:
+`make demo` from a fresh clone adds the venv set-up (about a minute) to the demo's own time:
     rm -rf .venv reports/demo && time make demo
 """
 

@@ -5,10 +5,10 @@ Reported: the median and the minimum step time (on a shared machine the minimum 
 uncontended cost) and the forward+backward FLOPs counted by torch's FlopCounterMode, a load-independent measure
 of the extra work. Vanilla runs the model as loaded (its default attention implementation); the myopic modes run
 their own attention math inside the context: GPT-2's myopic mode through the fused attention kernel, and
-"myopic-eager" the same gradient through the eager softmax path that dropout still takes. The first two models
-are the demo's: its language model (2 layers, d 128, vocab 2,048, 32 windows of 64) and GPT-2 blocks shaped as
-its synthetic model (2 layers, d 64, 4 heads; an 8-token vocabulary stands in for its two-number input and
-one-number output).
+"myopic-eager" the same gradient through the eager softmax path that attention dropout still takes. No
+dropout, as in the demo's models. The first two models are the demo's: its language model (2 layers, d 128,
+vocab 2,048, 32 windows of 64) and GPT-2 blocks shaped as its synthetic model (2 layers, d 64, 4 heads, ReLU;
+an 8-token vocabulary stands in for its two-number input and one-number output).
 
     python benchmarks/bench_myopic_step.py [--threads 1] [--repeats 9] [--big-repeats 5]
 """
@@ -34,6 +34,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from probes.training.myopic import gradient_mode
 
 MODES = ("vanilla", "myopic", "myopic-eager", "strict-myopic")
+# As the demo's models: with attention dropout, GPT-2's myopic mode takes the eager path.
+NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 MYOPIC_MODULE = sys.modules["probes.training.myopic"]  # the package exports a function of the same name
 
 
@@ -71,13 +73,22 @@ class Case:
     seq: int
     repeats: int
     vocab: int = 50257
+    activation: str = "gelu_new"
 
 
 def step_times(case: Case, warmup: int = 1) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Wall-clock step times per mode, and the forward+backward matmul/attention FLOPs per mode."""
     torch.manual_seed(0)
     config = GPT2Config(
-        n_layer=case.layers, n_embd=case.width, n_head=case.heads, n_positions=1024, vocab_size=case.vocab
+        n_layer=case.layers,
+        n_embd=case.width,
+        n_head=case.heads,
+        n_positions=1024,
+        vocab_size=case.vocab,
+        activation_function=case.activation,
+        bos_token_id=None,
+        eos_token_id=None,
+        **NO_DROPOUT,
     )
     model = GPT2LMHeadModel(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -120,8 +131,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     cases = [
-        Case("demo LM (2L d128)", layers=2, width=128, heads=4, batch=32, seq=64, repeats=args.repeats, vocab=2048),
-        Case("synthetic (2L d64)", layers=2, width=64, heads=4, batch=32, seq=64, repeats=args.repeats * 4, vocab=8),
+        Case("demo LM (2L d128)", 2, 128, 4, 32, 64, args.repeats, vocab=2048, activation="gelu_pytorch_tanh"),
+        Case("synthetic (2L d64)", 2, 64, 4, 32, 64, args.repeats * 4, vocab=8, activation="relu"),
         Case("gpt2 4L d256", layers=4, width=256, heads=4, batch=8, seq=64, repeats=args.repeats),
         Case("gpt2 124M (12L d768)", layers=12, width=768, heads=12, batch=4, seq=64, repeats=args.big_repeats),
     ]
