@@ -444,6 +444,68 @@ def fit_lstsq(X: Tensor, Yres: Tensor, ridge: float | None = None, chunk_rows: i
     return LstsqMap(weight=weight, bias=mean_y - mean_x @ weight, ridge=lam)
 
 
+@dataclass
+class LstsqSums:
+    """float64 sums over one set of pairs, from which `solve` gives `fit_lstsq`'s map of those pairs.
+
+    Sums of disjoint sets add up (``a + b``), so a map fitted with and without the validation documents takes one
+    pass over the data instead of two, and the Gram matrices of several τ share one pass (their pairs differ only
+    in the last positions of each window).
+    """
+
+    n: int
+    sum_x: Tensor  # (d_in,)
+    sum_y: Tensor  # (d_out,)
+    gram: Tensor  # (d_in, d_in) ΣxxT
+    cross: Tensor  # (d_in, d_out) ΣxyT
+
+    def __add__(self, other: LstsqSums) -> LstsqSums:
+        return LstsqSums(
+            self.n + other.n,
+            self.sum_x + other.sum_x,
+            self.sum_y + other.sum_y,
+            self.gram + other.gram,
+            self.cross + other.cross,
+        )
+
+    def solve(self, ridge: float | None = None) -> LstsqMap:
+        """The ridge map of these pairs, centred as in `fit_lstsq` (to float64 rounding)."""
+        if self.n < 2:
+            raise UsageError("the least-squares probe needs at least two train pairs")
+        if ridge is not None and ridge < 0:
+            raise UsageError(f"ridge must be >= 0; got {ridge}")
+        mean_x, mean_y = self.sum_x / self.n, self.sum_y / self.n
+        gram = self.gram - self.n * torch.outer(mean_x, mean_x)
+        cross = self.cross - self.n * torch.outer(mean_x, mean_y)
+        lam = float(ridge) if ridge is not None else RELATIVE_RIDGE * float(gram.diagonal().mean())
+        system = gram + lam * torch.eye(len(gram), dtype=torch.float64, device=gram.device)
+        weight = torch.linalg.solve(system, cross)
+        return LstsqMap(weight=weight, bias=mean_y - mean_x @ weight, ridge=lam)
+
+
+def gram_sums(X: Tensor, chunk_rows: int = 8192) -> tuple[int, Tensor, Tensor]:
+    """(rows, Σx, ΣxxT) of X in float64, a chunk at a time."""
+    d = X.shape[1]
+    total = torch.zeros(d, dtype=torch.float64, device=X.device)
+    gram = torch.zeros(d, d, dtype=torch.float64, device=X.device)
+    for i in range(0, len(X), chunk_rows):
+        x = X[i : i + chunk_rows].double()
+        total += x.sum(dim=0)
+        gram += x.T @ x
+    return len(X), total, gram
+
+
+def cross_sums(X: Tensor, Y: Tensor, chunk_rows: int = 8192) -> tuple[Tensor, Tensor]:
+    """(Σy, ΣxyT) of paired rows in float64, a chunk at a time."""
+    total = torch.zeros(Y.shape[1], dtype=torch.float64, device=X.device)
+    cross = torch.zeros(X.shape[1], Y.shape[1], dtype=torch.float64, device=X.device)
+    for i in range(0, len(X), chunk_rows):
+        y = Y[i : i + chunk_rows].to(X.device).double()
+        total += y.sum(dim=0)
+        cross += X[i : i + chunk_rows].double().T @ y
+    return total, cross
+
+
 @torch.no_grad()
 def lstsq_scores(
     lmap: LstsqMap, X: Tensor, decode: Decode, labels: Mapping[str, Tensor], chunk_rows: int = 256

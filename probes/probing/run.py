@@ -36,10 +36,10 @@ from probes.models import LoadedModel, check_positions, random_init_like, resolv
 from probes.precision import resolve_precision
 from probes.probing.baselines import fit_baselines
 from probes.probing.distributed import Subject, probe_subjects
-from probes.probing.linear import SoftmaxConfig, fit_softmax
+from probes.probing.linear import LstsqMap, LstsqSums, SoftmaxConfig, fit_softmax
 from probes.probing.metrics import PairScores, summarise
 from probes.probing.rowviews import LabelView, RowView
-from probes.probing.streaming import cache_in_memory, default_memory_gb, lstsq_grid_rows
+from probes.probing.streaming import cache_in_memory, default_memory_gb, lstsq_sums, score_maps
 from probes.probing.targets import TARGETS, row_labels, validation_split
 from probes.provenance import provenance
 from probes.results import PER_DOC_FILE, tidy, write_results
@@ -50,8 +50,10 @@ from probes.specs import check_taus, parse_layers, tau_spec
 
 CONTROLS = ("random",)
 # Bumped when what a run computes from the same arguments changes (2: add-k smoothing and validation scores chosen
-# on the train-side validation documents), so a folder of an older run is never resumed with its old fits.
-METHOD = 2
+# on the train-side validation documents; 3: least-squares maps from summed moments, and the softmax probe's bias
+# inside its matrix product, both equal to float rounding), so a folder of an older run is never resumed with its
+# old fits.
+METHOD = 3
 
 
 @dataclass(kw_only=True)
@@ -327,16 +329,24 @@ class StoreProber:
         return rows
 
     def _lstsq_rows(self, layer: int, reader: LayerRows, final: LayerRows) -> list[dict[str, Any]]:
-        def grid(train: np.ndarray, test: np.ndarray) -> dict[tuple[int, str], PairScores]:
-            decode = final_decoder(self.model)
-            return lstsq_grid_rows(
-                reader, final, train, test, self.tokens, self.model_pred, self.taus, decode,
-                device=self.model.device, targets=self.config.target,
-            )  # fmt: skip
+        decode, device = final_decoder(self.model), self.model.device
 
-        scored = grid(self.train, self.test)
-        # For the choice of layer and probe: the map refitted without the validation documents, scored on them.
-        validation = grid(self.fit_windows, self.val_windows) if len(self.val_windows) else {}
+        def sums(windows: np.ndarray) -> dict[int, LstsqSums]:
+            return lstsq_sums(reader, final, windows, self.seq_len, self.taus, device)
+
+        def score(maps: dict[int, LstsqMap], windows: np.ndarray) -> dict[tuple[int, str], PairScores]:
+            return score_maps(maps, reader, windows, self.tokens, self.model_pred, decode, device, self.config.target)
+
+        # The train documents' sums are those of the fit and the validation documents added: one pass gives the
+        # map scored on the test documents and, for the choice of layer and probe, the map refitted without the
+        # validation documents, scored on them.
+        fit = sums(self.fit_windows)
+        validation: dict[tuple[int, str], PairScores] = {}
+        if len(self.val_windows):
+            held = sums(self.val_windows)
+            validation = score({tau: fit[tau].solve() for tau in self.taus}, self.val_windows)
+            fit = {tau: fit[tau] + held[tau] for tau in self.taus}
+        scored = score({tau: fit[tau].solve() for tau in self.taus}, self.test)
         rows: list[dict[str, Any]] = []
         for (tau, target), scores in scored.items():
             pairs_per_window = self.seq_len - tau  # pairs (t, t + τ) inside one window

@@ -23,7 +23,7 @@ from probes.probing import linear
 from probes.probing.linear import SoftmaxConfig, fit_lstsq, fit_softmax, lstsq_grid
 from probes.probing.rowviews import LabelView, RowView
 from probes.probing.run import final_decoder, run_probes
-from probes.probing.streaming import lstsq_grid_rows, pair_rows
+from probes.probing.streaming import lstsq_grid_rows, lstsq_sums, pair_rows
 from probes.probing.targets import head_labels, row_labels
 from tests.probing.test_probe_run import small_config
 
@@ -105,6 +105,28 @@ def test_streaming_lstsq_equals_in_memory(store: ActivationStore, model) -> None
     assert streamed.keys() == in_memory.keys()
     for key, scores in in_memory.items():
         assert np.array_equal(scores.top1, streamed[key].top1) and np.array_equal(scores.ce, streamed[key].ce), key
+
+
+def test_summed_moments_give_the_direct_fit(store: ActivationStore) -> None:
+    """Maps from summed moments (two sets of windows apart, then added; every τ's Gram matrix from one pass) equal
+    `fit_lstsq` on each τ's pairs of all those windows, to float64 rounding."""
+    seq_len, d = store.windows.seq_len, store.identity["d_model"]
+    first, second, taus = np.arange(0, 20), np.arange(20, 45), (1, 3, 4)
+    with store.rows(1) as layer_rows, store.rows(2) as final_rows:
+        sums_first = lstsq_sums(layer_rows, final_rows, first, seq_len, taus)
+        sums_second = lstsq_sums(layer_rows, final_rows, second, seq_len, taus)
+    H, final = store.layer(1)[:45], store.layer(2)[:45]
+    for tau in taus:
+        summed = sums_first[tau] + sums_second[tau]
+        assert summed.n == 45 * (seq_len - tau)
+        pairs = H[:, : seq_len - tau].reshape(-1, d)
+        targets = final[:, tau - 1 : seq_len - 1].reshape(-1, d)
+        for ridge in (None, 0.0):
+            direct, from_sums = fit_lstsq(pairs, targets, ridge=ridge), summed.solve(ridge)
+            scale = float(direct.weight.abs().max())
+            torch.testing.assert_close(from_sums.weight, direct.weight, rtol=1e-9, atol=1e-9 * scale)
+            torch.testing.assert_close(from_sums.bias, direct.bias, rtol=1e-9, atol=1e-9 * scale)
+            assert from_sums.ridge == pytest.approx(direct.ridge, rel=1e-12)
 
 
 def test_probe_job_from_disk_equals_in_memory(tiny_gpt2_dir: Path, text_folder: Path, tmp_path: Path) -> None:
