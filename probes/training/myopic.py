@@ -399,7 +399,8 @@ def _gpt2_myopic_fused(
     through every pair, the diagonal included, and no input does. A term that is exactly zero in value adds what
     the live diagonal sends into the input at t, A_tt dv_t + A_tt (v_t − out_t)·g s q_t · dk_t, through
     keys/values projected with detached weights; A_tt comes from the kernel's log-sum-exp. The eager softmax,
-    its masks and its diagonal edits made a myopic step cost half as much again as a vanilla one on a CPU.
+    its masks and its diagonal edits made a myopic step of the synthetic model cost 1.3-1.45x a vanilla one on a
+    CPU (benchmarks/results/myopic_step.txt).
     """
     split = module.split_size
     weight, bias = module.c_attn.weight, module.c_attn.bias
@@ -419,7 +420,8 @@ def _gpt2_myopic_fused(
     with torch.no_grad():
         q, k, v, out = query.detach(), own_key.detach(), own_value.detach(), output.detach()
         own_score = (q * k).sum(-1) * module.scaling + torch.diagonal(mask, dim1=-2, dim2=-1)
-        own_weight = torch.exp(own_score.float() - log_sum_exp.float()).to(q.dtype).unsqueeze(-1)
+        wide = torch.promote_types(q.dtype, torch.float32)  # bf16/fp16 in float32; float64 stays
+        own_weight = torch.exp(own_score.to(wide) - log_sum_exp.to(wide)).to(q.dtype).unsqueeze(-1)
         key_direction = own_weight * (v - out)
     key_term = (module.scaling * (q * (own_key - k)).sum(-1, keepdim=True)) * key_direction
     return output + own_weight * (own_value - v) + key_term, past_key, past_value

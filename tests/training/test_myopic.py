@@ -228,6 +228,24 @@ def test_gpt2_fused_kernel_and_eager_path_both_equal_brute_force(monkeypatch: py
     assert len(fused_calls) == 2
 
 
+def test_attention_with_log_sum_exp_matches_the_cpu_kernel() -> None:
+    """The fused path's fallback off the CPU (plain softmax attention and its log-sum-exp) equals the kernel."""
+    module = sys.modules["probes.training.myopic"]
+    gen = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 4, SEQ, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    causal = module._model_mask(None, SEQ, torch.float64, torch.device("cpu"), "paper")
+    padded = causal.clone()
+    padded[2:, -2:] = torch.finfo(torch.float64).min  # the last two keys masked for the queries that see them
+    for mask in (causal, padded):
+        expected = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, 0.0, False, attn_mask=mask, scale=0.3
+        )
+        for actual, wanted in zip(
+            module._attention_with_log_sum_exp(query, key, value, mask, 0.3), expected, strict=True
+        ):
+            torch.testing.assert_close(actual, wanted, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("variant", ["paper", "strict"])
 def test_bare_base_model_through_inputs_embeds(variant: str) -> None:
     """A synthetic-task model: continuous inputs → GPT2Model (inputs_embeds) → linear readout."""
