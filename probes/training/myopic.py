@@ -31,9 +31,9 @@ any module that wraps them. Anything else raises :class:`UnsupportedModelError` 
 vanilla gradient.
 
 Notes:
-- The attention math is computed here (eager softmax attention), whatever ``attn_implementation`` the model was
-  loaded with; while the context is active the model's config reports ``"eager"`` so that it builds ordinary
-  additive masks.
+- The attention math is computed here, whatever ``attn_implementation`` the model was loaded with: eager softmax
+  attention, or for GPT-2's myopic mode without attention dropout torch's fused kernel (`_gpt2_myopic_fused`);
+  while the context is active the model's config reports ``"eager"`` so that it builds ordinary additive masks.
 - Run ``backward()`` inside the context if the model uses gradient checkpointing (the recomputation must use the
   same forward). Without checkpointing, the graph built inside the context keeps its myopic gradient.
 - Incremental decoding with a key/value cache that already holds positions is not supported inside the context;
