@@ -39,28 +39,20 @@ NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 MYOPIC_MODULE = sys.modules["probes.training.myopic"]  # the package exports a function of the same name
 
 
-@contextmanager
-def eager_attention() -> Iterator[None]:
-    """The myopic gradient through the eager softmax path instead of the fused kernel."""
-    fusable = MYOPIC_MODULE._fusable
-    MYOPIC_MODULE._fusable = lambda *args: False
-    try:
-        yield
-    finally:
-        MYOPIC_MODULE._fusable = fusable
-
-
 def in_mode(model: torch.nn.Module, mode: str) -> AbstractContextManager[None]:
-    """Enter `mode`'s gradient mode (and the eager path for myopic-eager)."""
-    if mode == "myopic-eager":
-        return _eager_myopic(model)
-    return gradient_mode(model, mode)
+    """Enter `mode`'s gradient mode (myopic-eager: the myopic one through the eager softmax path)."""
+    return _eager_myopic(model) if mode == "myopic-eager" else gradient_mode(model, mode)
 
 
 @contextmanager
 def _eager_myopic(model: torch.nn.Module) -> Iterator[None]:
-    with eager_attention(), gradient_mode(model, "myopic"):
-        yield
+    fusable = MYOPIC_MODULE._fusable
+    MYOPIC_MODULE._fusable = lambda *args: False
+    try:
+        with gradient_mode(model, "myopic"):
+            yield
+    finally:
+        MYOPIC_MODULE._fusable = fusable
 
 
 @dataclass(frozen=True)

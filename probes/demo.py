@@ -363,8 +363,9 @@ class Step:
     after: tuple[str, ...] = ()
 
 
-# Seconds each step took on 2 CPU cores (the full scale, benchmarks/results/demo.txt): only their order matters, for
-# the rule that starts, among the steps that are ready, the one with the longest chain of work still behind it.
+# Seconds each step took on 2 CPU cores (the full scale, benchmarks/results/demo.txt; the probe steps scaled from a
+# 150,000-token run): only their order matters, for the rule that starts, among the steps that are ready, the one
+# with the longest chain of work still behind it.
 STEP_COST = {"synthetic myopic": 129, "synthetic vanilla": 115, "synthetic": 3, "train": 130, "probe vanilla": 135}
 STEP_COST |= {"probe myopic": 68, "eval": 13, "gradients": 14, "gradients synthetic": 4, "report": 8}
 

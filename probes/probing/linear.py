@@ -426,10 +426,7 @@ def fit_lstsq(X: Tensor, Yres: Tensor, ridge: float | None = None, chunk_rows: i
     """
     if X.ndim != 2 or Yres.ndim != 2 or len(X) != len(Yres):
         raise ValueError(f"X {tuple(X.shape)} and Yres {tuple(Yres.shape)} must be (n, d_in) and (n, d_out)")
-    if len(X) < 2:
-        raise UsageError("the least-squares probe needs at least two train pairs")
-    if ridge is not None and ridge < 0:
-        raise UsageError(f"ridge must be >= 0; got {ridge}")
+    _check_lstsq(len(X), ridge)
     Yres = Yres.to(X.device)
     mean_x, mean_y = _column_means(X, chunk_rows), _column_means(Yres, chunk_rows)
     gram = torch.zeros(X.shape[1], X.shape[1], dtype=torch.float64, device=X.device)
@@ -438,8 +435,20 @@ def fit_lstsq(X: Tensor, Yres: Tensor, ridge: float | None = None, chunk_rows: i
         xc = X[i : i + chunk_rows].double() - mean_x
         gram += xc.T @ xc
         cross += xc.T @ (Yres[i : i + chunk_rows].double() - mean_y)
+    return _ridge_map(gram, cross, mean_x, mean_y, ridge)
+
+
+def _check_lstsq(n_pairs: int, ridge: float | None) -> None:
+    if n_pairs < 2:
+        raise UsageError("the least-squares probe needs at least two train pairs")
+    if ridge is not None and ridge < 0:
+        raise UsageError(f"ridge must be >= 0; got {ridge}")
+
+
+def _ridge_map(gram: Tensor, cross: Tensor, mean_x: Tensor, mean_y: Tensor, ridge: float | None) -> LstsqMap:
+    """The map from the centred XcᵀXc and XcᵀYc: λ = ``ridge``, or RELATIVE_RIDGE × the mean diagonal of XcᵀXc."""
     lam = float(ridge) if ridge is not None else RELATIVE_RIDGE * float(gram.diagonal().mean())
-    system = gram + lam * torch.eye(len(gram), dtype=torch.float64, device=X.device)
+    system = gram + lam * torch.eye(len(gram), dtype=torch.float64, device=gram.device)
     weight = torch.linalg.solve(system, cross)
     return LstsqMap(weight=weight, bias=mean_y - mean_x @ weight, ridge=lam)
 
@@ -470,17 +479,11 @@ class LstsqSums:
 
     def solve(self, ridge: float | None = None) -> LstsqMap:
         """The ridge map of these pairs, centred as in `fit_lstsq` (to float64 rounding)."""
-        if self.n < 2:
-            raise UsageError("the least-squares probe needs at least two train pairs")
-        if ridge is not None and ridge < 0:
-            raise UsageError(f"ridge must be >= 0; got {ridge}")
+        _check_lstsq(self.n, ridge)
         mean_x, mean_y = self.sum_x / self.n, self.sum_y / self.n
         gram = self.gram - self.n * torch.outer(mean_x, mean_x)
         cross = self.cross - self.n * torch.outer(mean_x, mean_y)
-        lam = float(ridge) if ridge is not None else RELATIVE_RIDGE * float(gram.diagonal().mean())
-        system = gram + lam * torch.eye(len(gram), dtype=torch.float64, device=gram.device)
-        weight = torch.linalg.solve(system, cross)
-        return LstsqMap(weight=weight, bias=mean_y - mean_x @ weight, ridge=lam)
+        return _ridge_map(gram, cross, mean_x, mean_y, ridge)
 
 
 def gram_sums(X: Tensor, chunk_rows: int = 8192) -> tuple[int, Tensor, Tensor]:

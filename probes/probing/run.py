@@ -341,12 +341,13 @@ class StoreProber:
         # map scored on the test documents and, for the choice of layer and probe, the map refitted without the
         # validation documents, scored on them.
         fit = sums(self.fit_windows)
+        train = fit
         validation: dict[tuple[int, str], PairScores] = {}
         if len(self.val_windows):
             held = sums(self.val_windows)
             validation = score({tau: fit[tau].solve() for tau in self.taus}, self.val_windows)
-            fit = {tau: fit[tau] + held[tau] for tau in self.taus}
-        scored = score({tau: fit[tau].solve() for tau in self.taus}, self.test)
+            train = {tau: fit[tau] + held[tau] for tau in self.taus}
+        scored = score({tau: train[tau].solve() for tau in self.taus}, self.test)
         rows: list[dict[str, Any]] = []
         for (tau, target), scores in scored.items():
             pairs_per_window = self.seq_len - tau  # pairs (t, t + τ) inside one window

@@ -352,8 +352,8 @@ def _gpt2_forward(module: nn.Module, mode: PastMode) -> AttentionForward:
             projection = module.c_attn
             if type(projection) is Conv1D:
                 # Only the key/value columns of the fused projection.
-                flat = torch.addmm(projection.bias[split:], x.reshape(-1, x.shape[-1]), projection.weight[:, split:])
-                past_key, past_value = flat.view(batch, seq_len, -1).split(split, dim=2)
+                flat = x.reshape(-1, x.shape[-1])
+                past_key, past_value = _project(flat, projection.weight[:, split:], projection.bias[split:], x)
             else:
                 _, past_key, past_value = _weights_only_projection(projection, x).split(split, dim=2)
             return heads(past_key), heads(past_value)
