@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import analysis.figures as figures
 import analysis.report as report
 from analysis.compare import run_compare
 from analysis.comparison import OWN_OUTPUT
@@ -192,30 +193,30 @@ def test_labels_name_each_model_once_and_the_synthetic_task_as_such(tmp_path: Pa
 
 
 def test_model_labels() -> None:
-    assert report.model_label("vanilla", "/x/models/vanilla") == "vanilla"
-    assert report.model_label("pretrained", "gpt2") == "pretrained (gpt2)"
-    assert report.model_label("random-init", "/x/models/vanilla (random init)") == "random-init control of vanilla"
+    assert figures.model_label("vanilla", "/x/models/vanilla") == "vanilla"
+    assert figures.model_label("pretrained", "gpt2") == "pretrained (gpt2)"
+    assert figures.model_label("random-init", "/x/models/vanilla (random init)") == "random-init control of vanilla"
 
 
 def test_no_two_series_share_a_colour(monkeypatch: pytest.MonkeyPatch) -> None:
-    figures = []
-    monkeypatch.setattr(report, "_data_uri", lambda figure: figures.append(figure) or "data:")
+    drawn = []
+    monkeypatch.setattr(figures, "_data_uri", lambda figure: drawn.append(figure) or "data:")
     frames = {
         "vanilla": top1_frame(PLANTED, "vanilla").assign(model="/x/models/vanilla"),
         "random-init": top1_frame(PLANTED, "random-init").assign(model="/x/models/vanilla (random init)"),
         "myopic": top1_frame(PLANTED, "myopic").assign(model="/x/models/myopic"),
     }
     sets = [
-        report.ProbeSet(report.model_label(kind, str(frame["model"].iloc[0])), role, frame, None)  # type: ignore[arg-type]
+        figures.ProbeSet(figures.model_label(kind, str(frame["model"].iloc[0])), role, frame, None)  # type: ignore[arg-type]
         for kind, frame, role in (
             ("vanilla", frames["vanilla"], "vanilla"),
             ("random-init", frames["random-init"], None),
             ("myopic", frames["myopic"], "myopic"),
         )
     ]
-    uri, best = report.tau_figure(sets)
+    uri, best = figures.tau_figure(sets)
     assert uri == "data:" and len(best) == 3
-    handles, labels = figures[0].axes[0].get_legend_handles_labels()
+    handles, labels = drawn[0].axes[0].get_legend_handles_labels()
     colors = {
         label: handle.lines[0].get_color()  # an errorbar container: its data line
         for handle, label in zip(handles, labels, strict=True)
