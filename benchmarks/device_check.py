@@ -150,16 +150,18 @@ def extraction(name: str, hf_model, sizes: Sizes, device: torch.device, precisio
 
 
 def train_rate(sizes: Sizes, device: torch.device, mode: str, compiled: bool) -> tuple[float, float]:
-    """Tokens/s of optimizer steps of the engine's shape (autocast, fused AdamW on CUDA, clipping) on random
-    windows in one gradient mode; and the seconds of the first 3 steps (warm-up, compilation)."""
+    """Tokens/s of optimizer steps of the engine's shape (autocast, the engine's loss module with its chunked
+    vocabulary cross-entropy, fused AdamW, clipping) on random windows in one gradient mode; and the seconds of
+    the first 3 steps (warm-up, compilation)."""
     from probes.precision import autocast, configure_matmuls
     from probes.training.loop import make_optimizer
-    from probes.training.losses import next_token_losses
+    from probes.training.losses import NextTokenLoss
     from probes.training.myopic import gradient_mode
 
     torch.manual_seed(0)
     model = gpt2(sizes.gpt2).to(device).train()
-    forward = torch.compile(model) if compiled else model
+    loss_of = NextTokenLoss(model)
+    forward = torch.compile(loss_of) if compiled else loss_of
     optimizer = make_optimizer(model, 6e-4, 0.1, device)
     tokens = torch.randint(0, VOCAB, (sizes.train_batch, SEQ), device=device)
     precision = "bf16" if device.type == "cuda" else "fp32"
@@ -169,8 +171,8 @@ def train_rate(sizes: Sizes, device: torch.device, mode: str, compiled: bool) ->
         for _ in range(count):
             optimizer.zero_grad(set_to_none=True)
             with autocast(precision, device):
-                logits = forward(input_ids=tokens).logits
-            next_token_losses(logits, tokens).mean().backward()
+                loss = forward(tokens)
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
 

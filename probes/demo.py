@@ -87,7 +87,7 @@ SCALES: dict[str, Scale] = {
         warmup=50,
         train_tokens=None,
         eval_tokens=None,
-        probe_tokens=100_000,
+        probe_tokens=60_000,
         n_boot=1000,
         control=True,
         # Half the cpu preset's 6,000 steps: vanilla reaches 0.09x the baseline's loss, myopic stays at it.
@@ -363,11 +363,12 @@ class Step:
     after: tuple[str, ...] = ()
 
 
-# Seconds each step took on 2 CPU cores (the full scale, benchmarks/results/demo.txt; the probe steps scaled from a
-# 150,000-token run): only their order matters, for the rule that starts, among the steps that are ready, the one
-# with the longest chain of work still behind it.
-STEP_COST = {"synthetic myopic": 129, "synthetic vanilla": 115, "synthetic": 3, "train": 130, "probe vanilla": 135}
-STEP_COST |= {"probe myopic": 68, "eval": 13, "gradients": 14, "gradients synthetic": 4, "report": 8}
+# Seconds each step took on 2 CPU cores (the full scale: the synthetic pair and the evaluations from
+# benchmarks/results/demo.txt, the trainings and probes from runs of the chunked training loss and 60,000 probe
+# tokens): only their order matters, for the rule that starts, among the steps that are ready, the one with the
+# longest chain of work still behind it.
+STEP_COST = {"synthetic myopic": 129, "synthetic vanilla": 115, "synthetic": 3, "train": 115, "probe vanilla": 79}
+STEP_COST |= {"probe myopic": 44, "eval": 13, "gradients": 14, "gradients synthetic": 4, "report": 8}
 
 
 def _cost(name: str) -> float:

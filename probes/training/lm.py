@@ -62,7 +62,7 @@ from probes.training.loop import (
     resolved_precision,
     run_training,
 )
-from probes.training.losses import next_token_losses, window_losses
+from probes.training.losses import NextTokenLoss, window_losses
 from probes.training.myopic import MODES, gradient_mode
 from probes.training.presets import (
     CONFIG_HYPER,
@@ -420,7 +420,7 @@ class Run:
     tokenizer: PreTrainedTokenizerBase
     data: TrainData
     model: PreTrainedModel  # the inner model (what gradient_mode patches and save_pretrained writes)
-    wrapped: nn.Module  # DDP around `model` when distributed, else `model`
+    wrapped: nn.Module  # the training loss of `model` (NextTokenLoss), in DDP when distributed
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     order: BatchOrder
@@ -472,10 +472,10 @@ def build_run(config: TrainConfig, dist: Ranks) -> Run:
 
     torch.manual_seed(settings.seed + dist.rank)  # dropout differs across ranks, as in any DDP run
     model.to(dist.device).train()
-    wrapped: nn.Module = model
+    wrapped: nn.Module = NextTokenLoss(model)
     if dist.enabled:
         device_ids = [dist.device.index] if dist.device.type == "cuda" else None
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=device_ids)
     configure_matmuls(resolved_precision(settings.precision, dist.device), dist.device)  # TF32 unless fp32
     if config.compile:
         wrapped = torch.compile(wrapped)  # type: ignore[assignment]
@@ -526,8 +526,7 @@ def train_step(run: Run, step: int) -> float:
     def micro_loss(index: int) -> Tensor:
         tokens = run.data.train[micro_batches[index]].to(run.dist.device, non_blocking=True)
         with run.autocast():
-            logits = run.wrapped(input_ids=tokens).logits
-        return next_token_losses(logits, tokens).mean()
+            return run.wrapped(tokens)
 
     return optimizer_step(run, run.wrapped, step, len(micro_batches), micro_loss)
 
