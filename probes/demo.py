@@ -365,10 +365,11 @@ class Step:
     after: tuple[str, ...] = ()
 
 
-# Seconds each step took on 2 CPU cores (the full scale: the synthetic pair and the evaluations from
-# benchmarks/results/demo.txt, the trainings and probes from runs of the chunked training loss and 60,000 probe
-# tokens): only their order matters, for the rule that starts, among the steps that are ready, the one with the
-# longest chain of work still behind it.
+# Seconds a step takes on 2 CPU cores at the full scale. The synthetic pair's and the smaller steps' values are
+# kept from the previous configuration (this one's two runs in benchmarks/results/demo.txt: synthetic myopic
+# 130-150 s, vanilla 96-116 s, evaluations 10-14 s); a training as in those runs (105-126 s); the probes from a
+# 60,000-token run on their own (79 and 44 s). Only their order matters, for the rule that starts, among the steps
+# that are ready, the one with the longest chain of work still behind it.
 STEP_COST = {"synthetic myopic": 129, "synthetic vanilla": 115, "synthetic": 3, "train": 115, "probe vanilla": 79}
 STEP_COST |= {"probe myopic": 44, "eval": 13, "gradients": 14, "gradients synthetic": 4, "report": 8}
 
